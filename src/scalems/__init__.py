@@ -1,0 +1,2 @@
+"""scalems: one workflow script, run on a laptop or through RADICAL-Pilot."""
+from ._version import __version__

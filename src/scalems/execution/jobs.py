@@ -1,0 +1,177 @@
+"""What the workflow layer hands to a backend, and what it gets back.
+
+A *job* is one concrete attempt at running a task: every argument is already
+resolved to a string or to an :class:`InputFile`, the task directory exists
+and is empty, and the backend only has to run it and report. Backends never
+look at the task graph or the store.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "Resources",
+    "InputFile",
+    "ExecutableJob",
+    "FunctionJob",
+    "ExecutableOutcome",
+    "FunctionOutcome",
+    "Job",
+    "Outcome",
+)
+
+import dataclasses
+import pathlib
+import typing
+
+from scalems.exceptions import ConfigurationError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resources:
+    """What one task reserves while it runs.
+
+    A task reserves ``ranks * cores_per_rank`` cores. ``ranks > 1`` means an MPI
+    launch (``mpiexec -n ranks`` locally).
+    """
+
+    ranks: int = 1
+    cores_per_rank: int = 1
+    gpus_per_rank: int = 0
+    threading_type: typing.Optional[str] = None
+
+    @property
+    def cores(self) -> int:
+        return self.ranks * self.cores_per_rank
+
+    @property
+    def gpus(self) -> int:
+        return self.ranks * self.gpus_per_rank
+
+    @classmethod
+    def coerce(cls, value: typing.Union[None, "Resources", typing.Mapping[str, typing.Any]]) -> "Resources":
+        """Accept ``None``, a :class:`Resources`, or a mapping of its field names."""
+        if value is None:
+            return DEFAULT_RESOURCES
+        if isinstance(value, Resources):
+            return value
+        if not isinstance(value, typing.Mapping):
+            raise ConfigurationError(f"resources must be a mapping, got {type(value).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown resource key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(known))}"
+            )
+        fields = dict(value)
+        for key in ("ranks", "cores_per_rank", "gpus_per_rank"):
+            if key in fields:
+                number = fields[key]
+                if isinstance(number, bool) or not isinstance(number, int):
+                    raise ConfigurationError(f"resources[{key!r}] must be an integer, got {number!r}")
+                minimum = 0 if key == "gpus_per_rank" else 1
+                if number < minimum:
+                    raise ConfigurationError(f"resources[{key!r}] must be >= {minimum}, got {number}")
+        return cls(**fields)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+DEFAULT_RESOURCES = Resources()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file the task reads, given as an argument or through ``inputs``.
+
+    Attributes:
+        source: absolute path on the client (the machine running the workflow script).
+        name: file name to use if the backend stages the file into the task's sandbox.
+            Local backends pass *source* unchanged.
+    """
+
+    source: pathlib.Path
+    name: str
+
+
+@dataclasses.dataclass(slots=True)
+class ExecutableJob:
+    """Run a program once.
+
+    Attributes:
+        uid: the task's fingerprint.
+        label: human-readable unique name of the task (used in messages).
+        directory: local task directory (exists, empty). Outputs must end up here.
+        argv: program and arguments; :class:`InputFile` elements are rendered by the backend.
+        env: variables to add to the inherited environment.
+        stdin: path of a file in *directory* to feed to standard input, if any.
+        stdout, stderr: file names (relative to *directory*) capturing the streams.
+        outputs: file names (relative to *directory*) the task is expected to write.
+        resources: what the task reserves.
+    """
+
+    uid: str
+    label: str
+    directory: pathlib.Path
+    argv: list
+    env: dict
+    stdin: typing.Optional[pathlib.Path]
+    stdout: str
+    stderr: str
+    outputs: list
+    resources: Resources = DEFAULT_RESOURCES
+
+    @property
+    def input_files(self) -> list:
+        return [a for a in self.argv if isinstance(a, InputFile)]
+
+
+@dataclasses.dataclass(slots=True)
+class FunctionJob:
+    """Call a Python function once.
+
+    Attributes:
+        uid, label, resources: as for :class:`ExecutableJob`.
+        call: the serialized call record (JSON text from :func:`scalems.call.serialize_call`).
+        directory: local task directory, or None for single-rank calls that run in a warm worker.
+        comm_arg: how an MPI communicator is passed (None: not at all; "": first positional
+            argument; otherwise that keyword). Always set when ``resources.ranks > 1``.
+    """
+
+    uid: str
+    label: str
+    call: str
+    directory: typing.Optional[pathlib.Path] = None
+    resources: Resources = DEFAULT_RESOURCES
+    comm_arg: typing.Optional[str] = None
+
+
+@dataclasses.dataclass(slots=True)
+class ExecutableOutcome:
+    """How a program run ended.
+
+    Attributes:
+        exitcode: the exit status (negative: killed by that signal), or None if it never started.
+        error: why the program could not be run at all (missing program, staging failure), if so.
+    """
+
+    exitcode: typing.Optional[int]
+    error: typing.Optional[str] = None
+
+
+@dataclasses.dataclass(slots=True)
+class FunctionOutcome:
+    """How a function call ended.
+
+    Attributes:
+        result: the serialized result record (JSON text from :func:`scalems.call.serialize_result`),
+            or, for a call with ``ranks > 1``, a list of them, one per rank.
+        error: why the call could not be run at all (worker died, launch failed), if so.
+    """
+
+    result: typing.Union[None, str, list] = None
+    error: typing.Optional[str] = None
+
+
+Job = typing.Union[ExecutableJob, FunctionJob]
+Outcome = typing.Union[ExecutableOutcome, FunctionOutcome]
