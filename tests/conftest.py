@@ -1,0 +1,74 @@
+"""Test-wide isolation.
+
+Everything a test run writes, including what RADICAL-Pilot puts in ``$HOME``,
+``~/.radical`` and ``$TMPDIR``, goes under one temporary directory that is
+removed at the end. The environment is set at import time, before any test
+module imports radical.pilot, and is inherited by every subprocess.
+"""
+
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+_SANDBOX = pathlib.Path(tempfile.mkdtemp(prefix="scalems-tests-"))
+for _name in ("home", "radical", "tmp"):
+    (_SANDBOX / _name).mkdir()
+os.environ["HOME"] = str(_SANDBOX / "home")
+os.environ["RADICAL_BASE"] = str(_SANDBOX / "radical")
+os.environ["TMPDIR"] = str(_SANDBOX / "tmp")
+tempfile.tempdir = None  # make tempfile re-read TMPDIR
+# RP starts helper programs (radical-pilot-bridge, ...) by name: the running environment's bin/ must be on PATH.
+_BIN = os.path.dirname(sys.executable)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+os.environ.setdefault("RADICAL_REPORT", "FALSE")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SANDBOX, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def test_sandbox() -> pathlib.Path:
+    """Root of the confined HOME/RADICAL_BASE/TMPDIR tree for this test run."""
+    return _SANDBOX
+
+
+def _children() -> set:
+    """PIDs of live (non-zombie) descendants of this process."""
+    me = os.getpid()
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {me}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.fixture
+def no_leaked_processes():
+    """Fail the test if it leaves child processes running."""
+    before = _children()
+    yield
+    import time
+
+    deadline = time.monotonic() + 5
+    leaked = _children() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = _children() - before
+    assert not leaked, f"test left child processes running: {sorted(leaked)}"
