@@ -34,6 +34,10 @@ class RuntimeManager(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
     #: Short name used in messages and in the store record ("local", "radical", ...).
     name: str = "backend"
 
+    #: Whether single-rank function jobs need a task directory (FunctionJob.directory).
+    #: Remote backends stage call records through it; the local warm workers do not.
+    function_jobs_need_directory: bool = True
+
     runtime: typing.Optional[RuntimeT] = None
 
     def __init__(self, *, configuration: ConfigT):
