@@ -1,0 +1,99 @@
+"""The public functions that add work to the current workflow."""
+
+from __future__ import annotations
+
+__all__ = ("executable", "submit", "function_task")
+
+import os
+import typing
+
+from scalems.workflow.scope import get_scope
+from scalems.workflow.task import Ensemble, Task
+
+
+def _is_ensemble_argv(argv) -> bool:
+    if isinstance(argv, (str, bytes, os.PathLike)):
+        return False
+    try:
+        first = argv[0]
+    except (TypeError, IndexError, KeyError):
+        return False
+    return isinstance(first, (list, tuple))
+
+
+def executable(
+    argv,
+    *,
+    inputs: typing.Optional[typing.Mapping[str, typing.Any]] = None,
+    outputs: typing.Optional[typing.Mapping[str, typing.Any]] = None,
+    stdin: typing.Union[None, str, typing.Sequence[str]] = None,
+    env: typing.Optional[typing.Mapping[str, str]] = None,
+    stdout: str = "stdout",
+    stderr: str = "stderr",
+    resources: typing.Optional[typing.Mapping[str, int]] = None,
+    label: typing.Optional[str] = None,
+) -> typing.Union[Task, Ensemble]:
+    """Run a command-line program as a task; a list of argvs makes an ensemble.
+
+    Args:
+        argv: program and arguments. Elements may be ``str``, numbers, paths of
+            input files (``pathlib.Path``; their content is part of the task's
+            identity), ``scalems.output_file(name)`` for files the task writes,
+            and ``other_task.file[name]`` for files of earlier tasks. A sequence
+            of such argvs creates an :class:`~scalems.workflow.Ensemble`.
+        inputs: ``{flag: file}`` pairs appended as ``flag path``.
+        outputs: ``{flag: name}`` pairs appended as ``flag name``; *name* is declared as an output.
+        stdin: text (or lines) fed to standard input.
+        env: variables added to the inherited environment.
+        stdout, stderr: names of the files capturing the streams in the task directory.
+        resources: ``{"ranks": n, "cores_per_rank": c, "gpus_per_rank": g}``; ranks > 1 launches with MPI.
+        label: unique readable name; also names the task directory. Ensemble members get ``label-i``.
+
+    Returns:
+        A :class:`~scalems.workflow.Task` (or an ensemble of them). ``result()`` gives an
+        :class:`~scalems.workflow.ExecutableResult` with ``exitcode``, ``stdout``, ``stderr``,
+        ``directory`` and ``file``.
+    """
+    manager = get_scope()
+    options = dict(
+        inputs=inputs, outputs=outputs, stdin=stdin, env=env, stdout=stdout, stderr=stderr, resources=resources
+    )
+    if _is_ensemble_argv(argv):
+        members = [
+            manager.add_executable(member, label=None if label is None else f"{label}-{i}", **options)
+            for i, member in enumerate(argv)
+        ]
+        return Ensemble(members, label=label)
+    return manager.add_executable(argv, label=label, **options)
+
+
+def submit(func: typing.Callable, /, *args, **kwargs) -> Task:
+    """Call ``func(*args, **kwargs)`` as a task.
+
+    Task handles, ensembles and file references among the arguments are replaced
+    by their results (or paths) before the call; the task waits for them. To give
+    the task a label or resources, use :func:`function_task`.
+    """
+    return get_scope().add_function(func, args, kwargs)
+
+
+def function_task(
+    func: typing.Callable,
+    *,
+    args: typing.Sequence = (),
+    kwargs: typing.Optional[typing.Mapping[str, typing.Any]] = None,
+    label: typing.Optional[str] = None,
+    resources: typing.Optional[typing.Mapping[str, int]] = None,
+    comm_arg: typing.Optional[str] = None,
+) -> Task:
+    """Call ``func(*args, **kwargs)`` as a task, with options (like :class:`threading.Thread`).
+
+    Args:
+        label: unique readable name of the task.
+        resources: as for :func:`executable`. With ``ranks > 1`` the call runs under MPI on
+            every rank, receives an ``mpi4py`` communicator, and the result is the list of
+            per-rank return values.
+        comm_arg: how the communicator is passed: a keyword name (default ``"comm"`` when
+            ``ranks > 1``), or ``""`` for the first positional argument.
+    """
+    return get_scope().add_function(func, args, kwargs, label=label, resources=resources, comm_arg=comm_arg)

@@ -1,0 +1,268 @@
+"""Command-line launching of workflow scripts: ``python -m scalems.<backend> [options] script.py [script args]``.
+
+Each execution module builds its parser from :func:`base_parser` (and
+:func:`workflow_parser`) and calls :func:`run`. Arguments the parser does not
+recognize are handed to the script in ``sys.argv``.
+
+The script runs as the ``__main__`` module (as with ``python script.py``), so
+functions and classes it defines travel to worker processes by value. It must
+define exactly one ``@scalems.app`` function, which runs while a workflow
+manager for the chosen backend is open.
+"""
+
+from __future__ import annotations
+
+__all__ = ("base_parser", "workflow_parser", "add_script_arguments", "run")
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import sys
+import traceback
+import types
+import typing
+
+import scalems.entrypoint as _app
+from scalems._version import __version__
+from scalems.exceptions import ConfigurationError, ScaleMSError, ScriptError, TaskError
+
+logger = logging.getLogger("scalems")
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+#: Exit statuses.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+def base_parser(**kwargs) -> argparse.ArgumentParser:
+    """Options every execution module has. Use as a parent parser (it has no ``-h`` of its own)."""
+    parser = argparse.ArgumentParser(add_help=False, **kwargs)
+    parser.add_argument("--version", action="version", version=f"scalems {__version__}")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=None,
+        help="Configure console logging to the indicated level (default: WARNING).",
+    )
+    parser.add_argument(
+        "--pycharm", action="store_true", help="Attempt to connect to PyCharm remote debugging system, where appropriate."
+    )
+    return parser
+
+
+def workflow_parser() -> argparse.ArgumentParser:
+    """Options about the work directory and the result cache, shared by the execution modules."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("workflow")
+    group.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        default=None,
+        help="Directory for task directories and the record of finished work (default: current directory).",
+    )
+    group.add_argument(
+        "--no-cache", action="store_true", help="Ignore results recorded by earlier runs and run every task again."
+    )
+    return parser
+
+
+def add_script_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the script positional argument (and its pass-through arguments) to a module's parser."""
+    parser.add_argument(
+        "script", metavar="script-to-run.py", help="The workflow script. Must contain a function decorated with scalems.app"
+    )
+    parser.add_argument("script_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _configure_logging(level: typing.Optional[str]) -> None:
+    level = level or os.environ.get("SCALEMS_LOG_LEVEL", "WARNING").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("scalems")
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level, logging.WARNING))
+
+
+def _connect_pycharm() -> None:
+    try:
+        import pydevd_pycharm
+    except ImportError:
+        logger.warning("--pycharm: pydevd_pycharm is not installed (pip install pydevd-pycharm); continuing.")
+        return
+    port = int(os.environ.get("PYCHARM_DEBUG_PORT", "12345"))
+    pydevd_pycharm.settrace("localhost", port=port, stdoutToServer=True, stderrToServer=True)
+
+
+def load_script(path: pathlib.Path) -> tuple:
+    """Compile and execute *path* as ``__main__``; return ``(module, entry_point)``.
+
+    Raises:
+        ScriptError: missing or unreadable file, syntax error, exception while loading,
+            or not exactly one ``@scalems.app``.
+    """
+    if not path.exists():
+        raise ScriptError(path, "no such file. Give the path of a Python workflow script.")
+    if not path.is_file():
+        raise ScriptError(path, "is not a file. Give the path of a Python workflow script.")
+    try:
+        source = path.read_bytes()
+    except OSError as error:
+        raise ScriptError(path, f"cannot be read: {error.strerror}.") from error
+    try:
+        code = compile(source, str(path), "exec")
+    except SyntaxError as error:
+        raise ScriptError(path, f"syntax error at line {error.lineno}: {error.msg}.") from error
+    module = types.ModuleType("__main__")
+    module.__file__ = str(path)
+    module.__builtins__ = __builtins__
+    sys.modules["__main__"] = module
+    _app._registered.clear()
+    try:
+        exec(code, module.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        # The user's own code failed while loading: show their traceback, not ours.
+        frames = traceback.extract_tb(error.__traceback__)[1:]
+        detail = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(error), error))
+        raise ScriptError(path, f"raised an exception while loading:\n{detail.rstrip()}") from error
+    entries = list(dict.fromkeys(_app._registered))
+    if not entries:
+        raise ScriptError(path, "defines no function decorated with @scalems.app, so there is nothing to run.")
+    if len(entries) > 1:
+        names = ", ".join(entry.name for entry in entries)
+        raise ScriptError(path, f"defines {len(entries)} functions decorated with @scalems.app ({names}); exactly one is allowed.")
+    return module, entries[0]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception in the main thread so clean-up runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def run(
+    *,
+    parser: argparse.ArgumentParser,
+    executor_factory: typing.Callable,
+    configure: typing.Callable[[argparse.Namespace], typing.Any],
+    argv: typing.Optional[typing.Sequence[str]] = None,
+) -> typing.NoReturn:
+    """Parse the command line, load the script, run its app on a new workflow, exit with a status.
+
+    Args:
+        parser: the execution module's parser (from :func:`base_parser` and
+            :func:`workflow_parser`, with :func:`add_script_arguments`).
+        executor_factory: the module's backend factory ``(manager, params) -> RuntimeManager``.
+        configure: turns the parsed arguments into the backend's configuration;
+            may raise :class:`ConfigurationError`, reported as a usage error.
+        argv: arguments (default: ``sys.argv[1:]``).
+    """
+    sys.exit(main(parser=parser, executor_factory=executor_factory, configure=configure, argv=argv))
+
+
+def main(*, parser, executor_factory, configure, argv=None) -> int:
+    """:func:`run` without the ``sys.exit``; returns the exit status."""
+    from scalems.workflow.manager import WorkflowManager
+
+    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    _configure_logging(args.log_level)
+    debug = logger.isEnabledFor(logging.DEBUG)
+    if args.pycharm:
+        _connect_pycharm()
+    if unknown:
+        logger.info("Passing unrecognized arguments to the script: %s", " ".join(unknown))
+    try:
+        params = configure(args)
+    except ConfigurationError as error:
+        parser.error(str(error))
+    script = pathlib.Path(args.script)
+    saved_argv, saved_main, saved_path = list(sys.argv), sys.modules.get("__main__"), list(sys.path)
+    sys.argv = [str(script), *unknown, *args.script_args]
+    sys.path.insert(0, str(script.absolute().parent))
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        try:
+            _, entry = load_script(script)
+        except ScriptError as error:
+            _report_error(error, debug)
+            return EXIT_USAGE
+        manager = WorkflowManager(
+            executor_factory, params, directory=args.work_dir, use_cache=not args.no_cache
+        )
+        return _run_app(manager, entry, debug)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
+
+
+def _run_app(manager, entry, debug: bool) -> int:
+    status = EXIT_OK
+    try:
+        manager.start()
+    except ScaleMSError as error:
+        _report_error(error, debug)
+        return EXIT_FAILED
+    try:
+        try:
+            if entry.is_async:
+                asyncio.run(entry.func())
+            else:
+                entry.func()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except TaskError as error:
+            # The script asked for a result that does not exist; the failure report below says why.
+            print(f"scalems: the workflow script stopped: {error}", file=sys.stderr)
+            status = EXIT_FAILED
+        except Exception:
+            print("scalems: the workflow script raised an exception:", file=sys.stderr)
+            traceback.print_exc()
+            status = EXIT_FAILED
+        manager.close()
+    except KeyboardInterrupt as interrupt:
+        print("\nscalems: interrupted; stopping running tasks (finished results are kept).", file=sys.stderr)
+        manager.close(cancel=True)
+        status = EXIT_TERMINATED if isinstance(interrupt, _Terminated) else EXIT_INTERRUPTED
+    if _report(manager) and status == EXIT_OK:
+        status = EXIT_FAILED
+    return status
+
+
+def _report_error(error: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(error)
+    print(f"scalems: error: {error}", file=sys.stderr)
+
+
+def _report(manager, limit: int = 10) -> bool:
+    """Print where results are and which tasks failed. Returns True if any task failed."""
+    tasks = manager.tasks
+    failed = [t for t in tasks if t.state.value == "failed"]
+    print(f"scalems: {manager.summary_line()}. Work directory: {manager.directory}", file=sys.stderr)
+    done = [t for t in tasks if t.state.value == "done" and t.kind == "executable"]
+    for task in done[:limit]:
+        print(f"  {task.label}: {task.result().stdout}", file=sys.stderr)
+    if len(done) > limit:
+        print(f"  ... and {len(done) - limit} more under {manager.directory / 'scalems_tasks'}", file=sys.stderr)
+    roots = [t for t in failed if not type(t.exception()).__name__ == "UpstreamFailedError"]
+    for task in roots:
+        print(f"  FAILED {task.exception()}", file=sys.stderr)
+        traceback_text = getattr(task.exception(), "remote_traceback", "")
+        if traceback_text:
+            print("    " + traceback_text.rstrip().replace("\n", "\n    "), file=sys.stderr)
+    skipped = len(failed) - len(roots)
+    if skipped:
+        print(f"  {skipped} task(s) were not run because a task they depend on failed.", file=sys.stderr)
+    return bool(failed)

@@ -1,0 +1,216 @@
+"""Run jobs on this machine: asyncio subprocesses, MPI launches, warm Python workers."""
+
+from __future__ import annotations
+
+__all__ = ("LocalConfiguration", "LocalExecutor", "executor_factory")
+
+import asyncio
+import dataclasses
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import typing
+
+from scalems.exceptions import ConfigurationError
+from scalems.execution import (
+    ExecutableJob,
+    ExecutableOutcome,
+    FunctionJob,
+    FunctionOutcome,
+    InputFile,
+    Resources,
+    RuntimeManager,
+)
+from .workers import WorkerDied, WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+def _default_launcher() -> str:
+    """``mpiexec`` next to the running interpreter (the ``mpich`` wheel puts it there), else on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if os.access(beside, os.X_OK):
+        return f"{shlex.quote(beside)} -n {{ranks}}"
+    return "mpiexec -n {ranks}"
+
+
+@dataclasses.dataclass
+class LocalConfiguration:
+    """Settings of the local backend.
+
+    Attributes:
+        cores: cores tasks may use at once (default: all cores of this machine).
+        gpus: GPUs tasks may use at once.
+        mpi_launcher: command prefix for tasks with ``ranks > 1``; ``{ranks}`` is replaced.
+        grace_period: seconds between SIGTERM and SIGKILL when stopping a task.
+    """
+
+    cores: typing.Optional[int] = None
+    gpus: int = 0
+    mpi_launcher: typing.Optional[str] = None
+    grace_period: float = 5.0
+
+    def __post_init__(self):
+        if self.cores is None:
+            self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if not isinstance(self.cores, int) or self.cores < 1:
+            raise ConfigurationError(f"cores must be a positive integer, got {self.cores!r}")
+        if not isinstance(self.gpus, int) or self.gpus < 0:
+            raise ConfigurationError(f"gpus must be a non-negative integer, got {self.gpus!r}")
+        if self.mpi_launcher is None:
+            self.mpi_launcher = _default_launcher()
+        elif "{ranks}" not in self.mpi_launcher:
+            raise ConfigurationError(
+                f"mpi_launcher {self.mpi_launcher!r} must contain '{{ranks}}', e.g. 'mpiexec -n {{ranks}}'"
+            )
+
+    def launcher(self, ranks: int) -> list:
+        return shlex.split(self.mpi_launcher.format(ranks=ranks))
+
+
+class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
+    """Backend running everything as child processes of this process."""
+
+    name = "local"
+    function_jobs_need_directory = False
+
+    def __init__(self, *, configuration: typing.Optional[LocalConfiguration] = None, work_dir=None):
+        super().__init__(configuration=configuration or LocalConfiguration())
+        self._work_dir = None if work_dir is None else os.fspath(work_dir)
+        self._processes: set = set()
+
+    def capacity(self) -> Resources:
+        config = self.configuration()
+        return Resources(ranks=1, cores_per_rank=config.cores, gpus_per_rank=config.gpus)
+
+    async def runtime_startup(self) -> WorkerPool:
+        return WorkerPool(self.configuration().cores, cwd=self._work_dir)
+
+    async def runtime_shutdown(self, runtime: WorkerPool) -> None:
+        processes = list(self._processes)
+        if processes:
+            logger.warning("Stopping %d running task process(es).", len(processes))
+            await asyncio.gather(*(self._terminate(p) for p in processes), return_exceptions=True)
+        if runtime is not None:
+            await runtime.close()
+
+    # ---- executables ---------------------------------------------------------------------------------
+    async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
+        argv = [os.fspath(a.source) if isinstance(a, InputFile) else a for a in job.argv]
+        if job.resources.ranks > 1:
+            launcher = self.configuration().launcher(job.resources.ranks)
+            if shutil.which(launcher[0]) is None:
+                return ExecutableOutcome(
+                    None,
+                    error=f"ranks={job.resources.ranks} needs an MPI launcher, but {launcher[0]!r} was not found. "
+                    "Install one (pip install 'scalems[mpi]') or choose it with --mpi-launcher.",
+                )
+            argv = launcher + argv
+        env = None
+        if job.env:
+            env = dict(os.environ)
+            env.update(job.env)
+        directory = job.directory
+        stdin = open(job.stdin, "rb") if job.stdin is not None else subprocess.DEVNULL
+        try:
+            with open(directory / job.stdout, "wb") as out, open(directory / job.stderr, "wb") as err:
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        *argv, cwd=directory, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True
+                    )
+                except FileNotFoundError:
+                    return ExecutableOutcome(None, error=_not_found(argv[0], env))
+                except PermissionError:
+                    return ExecutableOutcome(None, error=f"program {argv[0]!r} is not executable (permission denied)")
+                except OSError as error:
+                    return ExecutableOutcome(None, error=f"could not start {argv[0]!r}: {error}")
+        finally:
+            if stdin is not subprocess.DEVNULL:
+                stdin.close()
+        self._processes.add(process)
+        try:
+            exitcode = await process.wait()
+        except asyncio.CancelledError:
+            await self._terminate(process)
+            raise
+        finally:
+            self._processes.discard(process)
+        return ExecutableOutcome(exitcode)
+
+    async def _terminate(self, process) -> None:
+        """SIGTERM the task's process group, wait the grace period, then SIGKILL."""
+        if process.returncode is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(process.wait(), self.configuration().grace_period)
+        except asyncio.TimeoutError:
+            logger.warning("Process %s ignored SIGTERM for %.0f s; killing it.", process.pid, self.configuration().grace_period)
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await process.wait()
+        # Leave no stray members of the group (e.g. MPI ranks) behind.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # ---- functions ---------------------------------------------------------------------------------------
+    async def run_function(self, job: FunctionJob) -> FunctionOutcome:
+        if job.resources.ranks > 1:
+            return await self._run_function_mpi(job)
+        try:
+            return FunctionOutcome(result=await self.runtime.run(job.call))
+        except WorkerDied as error:
+            return FunctionOutcome(error=str(error))
+
+    async def _run_function_mpi(self, job: FunctionJob) -> FunctionOutcome:
+        directory = job.directory
+        (directory / "call.json").write_text(job.call)
+        argv = [sys.executable, "-m", "scalems.call", "call.json", "result.json"]
+        outcome = await self.run_executable(
+            ExecutableJob(
+                uid=job.uid,
+                label=job.label,
+                directory=directory,
+                argv=argv,
+                env={},
+                stdin=None,
+                stdout="stdout",
+                stderr="stderr",
+                outputs=["result.json"],
+                resources=job.resources,
+            )
+        )
+        result = directory / "result.json"
+        if outcome.error is not None:
+            return FunctionOutcome(error=outcome.error)
+        if not result.exists():
+            return FunctionOutcome(
+                error=f"the MPI call exited with status {outcome.exitcode} without writing a result "
+                f"(see {directory / 'stderr'})"
+            )
+        return FunctionOutcome(result=result.read_text())
+
+
+def _not_found(program: str, env) -> str:
+    path = (env or os.environ).get("PATH", "")
+    if os.sep in program:
+        return f"program {program!r} does not exist"
+    return f"program {program!r} was not found on PATH ({path})"
+
+
+def executor_factory(manager, params: typing.Optional[LocalConfiguration] = None) -> LocalExecutor:
+    """Create the local backend for *manager* (the workflow manager)."""
+    if params is not None and not isinstance(params, LocalConfiguration):
+        raise TypeError(f"scalems.local needs a LocalConfiguration, got {type(params).__name__}")
+    return LocalExecutor(configuration=params, work_dir=getattr(manager, "directory", None))

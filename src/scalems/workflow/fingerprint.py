@@ -1,0 +1,175 @@
+"""Task identity: a sha256 fingerprint of what a task does.
+
+The fingerprint covers the command or the function's code, the arguments, the
+environment additions, the resources that change results, the *content* of
+input files, and the uids of upstream tasks. Same script and same inputs give
+the same uids, which is what lets a re-run find finished results; any change
+to an argument or an input file's content gives a new uid.
+"""
+
+from __future__ import annotations
+
+__all__ = ("fingerprint", "Encoder", "callable_identity")
+
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import types
+import typing
+
+from scalems.file import FileReference, OutputFile
+
+#: Bump when the encoding changes, so old records are not mistaken for new ones.
+FINGERPRINT_VERSION = 1
+
+
+def fingerprint(material) -> str:
+    """sha256 hex digest of a JSON-encodable structure (canonical form)."""
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Encoder:
+    """Turns task arguments into canonical JSON-able data, collecting upstream tasks.
+
+    Args:
+        digest_file: returns the content digest of a local file or directory
+            (memoized by the store, so unchanged inputs are not re-read).
+    """
+
+    def __init__(self, digest_file: typing.Callable[[pathlib.Path], str]):
+        self._digest_file = digest_file
+        self.upstream: dict = {}  # uid -> Task, in first-seen order
+
+    def encode(self, value):
+        # Imported here to keep this module importable on its own.
+        from scalems.workflow.task import Ensemble, Task
+
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            return {"float": repr(value)}
+        if isinstance(value, Task):
+            self.upstream[value.uid] = value
+            return {"task": value.uid}
+        if isinstance(value, Ensemble):
+            return {"ensemble": [self.encode(member) for member in value]}
+        if isinstance(value, FileReference):
+            self.upstream[value.task.uid] = value.task
+            return {"file": [value.task.uid, value.name]}
+        if isinstance(value, OutputFile):
+            return {"output": value.name}
+        if isinstance(value, pathlib.PurePath):
+            return self.encode_path(value)
+        if isinstance(value, (list, tuple)):
+            return {type(value).__name__: [self.encode(item) for item in value]}
+        if isinstance(value, dict):
+            items = [[self.encode(k), self.encode(v)] for k, v in value.items()]
+            items.sort(key=lambda kv: json.dumps(kv[0], sort_keys=True))
+            return {"dict": items}
+        if isinstance(value, (set, frozenset)):
+            items = [self.encode(item) for item in value]
+            items.sort(key=lambda item: json.dumps(item, sort_keys=True))
+            return {type(value).__name__: items}
+        if isinstance(value, bytes):
+            return {"bytes": hashlib.sha256(value).hexdigest()}
+        if callable(value) and isinstance(value, (types.FunctionType, types.BuiltinFunctionType, functools.partial)):
+            return {"callable": callable_identity(value)}
+        return {"object": _pickle_digest(value)}
+
+    def encode_path(self, path: os.PathLike) -> dict:
+        """An input file: its content digest counts, not its name."""
+        path = pathlib.Path(path).absolute()
+        return {"input": self._digest_file(path)}
+
+
+def _pickle_digest(value) -> str:
+    import dill
+
+    return hashlib.sha256(dill.dumps(value, byref=True, recurse=True)).hexdigest()
+
+
+_identity_cache: dict = {}
+
+
+def callable_identity(func) -> str:
+    """A digest that changes when the function's code (or captured values) changes.
+
+    Functions: module, qualified name, bytecode, constants (recursively, so nested
+    functions and lambdas count), referenced names, defaults and closure values.
+    Other callables: their pickled form.
+    """
+    try:
+        cached = _identity_cache.get(func)
+    except TypeError:  # unhashable callable object
+        cached = None
+    if cached is not None:
+        return cached
+    if isinstance(func, functools.partial):
+        identity = fingerprint(
+            [
+                "partial",
+                callable_identity(func.func),
+                Encoder(_no_files).encode(list(func.args)),
+                Encoder(_no_files).encode(dict(func.keywords)),
+            ]
+        )
+    elif isinstance(func, types.FunctionType):
+        parts = [
+            "function",
+            func.__module__,
+            func.__qualname__,
+            _code_digest(func.__code__),
+        ]
+        if func.__defaults__:
+            parts.append(_pickle_digest(func.__defaults__))
+        if func.__kwdefaults__:
+            parts.append(_pickle_digest(func.__kwdefaults__))
+        if func.__closure__:
+            cells = []
+            for cell in func.__closure__:
+                try:
+                    content = cell.cell_contents
+                except ValueError:  # empty cell
+                    cells.append(None)
+                    continue
+                if isinstance(content, types.FunctionType):
+                    cells.append(callable_identity(content))
+                else:
+                    cells.append(_pickle_digest(content))
+            parts.append(cells)
+        identity = fingerprint(parts)
+    elif isinstance(func, (types.BuiltinFunctionType, types.MethodType)) and hasattr(func, "__qualname__"):
+        owner = getattr(func, "__self__", None)
+        if isinstance(func, types.MethodType) or (owner is not None and not isinstance(owner, types.ModuleType)):
+            identity = fingerprint(["method", func.__qualname__, _pickle_digest(func)])
+        else:
+            identity = fingerprint(["builtin", getattr(func, "__module__", None), func.__qualname__])
+    else:
+        identity = fingerprint(["object", _pickle_digest(func)])
+    try:
+        _identity_cache[func] = identity
+    except TypeError:
+        pass
+    return identity
+
+
+def _no_files(path):
+    raise TypeError(f"file paths are not supported here: {path}")
+
+
+def _code_digest(code: types.CodeType) -> str:
+    h = hashlib.sha256()
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    h.update(repr((code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            h.update(_code_digest(const).encode())
+        else:
+            h.update(repr(const).encode())
+    return h.hexdigest()

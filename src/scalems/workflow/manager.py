@@ -1,0 +1,731 @@
+"""The workflow manager: task graph, result cache, and the dispatcher thread.
+
+Threads, and why:
+
+* The *dispatcher* is an asyncio event loop in its own thread. It owns the
+  backend, starts ready tasks within the resource budget, and completes
+  task handles. Nothing the user does can block it.
+* The workflow script runs in the caller's thread (the main thread under
+  ``python -m scalems.local``). Adding a task fingerprints it right there,
+  so mistakes surface at the script line that made them, and hands it to the
+  dispatcher. ``task.result()`` blocks only the script, never the dispatcher.
+
+Task state changes happen under one condition variable per manager; waiters
+(``result()``, ``scalems.wait``) sleep on it.
+"""
+
+from __future__ import annotations
+
+__all__ = ("WorkflowManager",)
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import pathlib
+import re
+import shutil
+import threading
+import time
+import typing
+
+from scalems.exceptions import (
+    ContextError,
+    DispatchError,
+    DuplicateKeyError,
+    ProtocolError,
+    ScaleMSError,
+    TaskCancelledError,
+    TaskFailedError,
+    UpstreamFailedError,
+)
+from scalems.execution.jobs import (
+    ExecutableJob,
+    ExecutableOutcome,
+    FunctionJob,
+    FunctionOutcome,
+    InputFile,
+    Resources,
+)
+from scalems.file import FileReference, OutputFile
+from scalems.store import FileStore
+from .fingerprint import FINGERPRINT_VERSION, Encoder, fingerprint
+from .scope import pop_scope, push_scope
+from .spec import ExecutableSpec, FunctionSpec, normalize_argv
+from .task import FINAL_STATES, Ensemble, ExecutableResult, Task, TaskState, _invoke_callback
+
+logger = logging.getLogger(__name__)
+
+#: Where task working directories go, under the work directory.
+TASKS_DIRNAME = "scalems_tasks"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _safe_name(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("._") or "task"
+
+
+class WorkflowManager:
+    """Owns one run of a workflow on one backend, in one work directory.
+
+    Use as a context manager (``with``/``async with``), or call :meth:`start`
+    and :meth:`close`. Tasks are added with :meth:`add_executable` and
+    :meth:`add_function` (or the public ``scalems.executable`` / ``scalems.submit``
+    while the manager is the current scope).
+
+    Args:
+        executor_factory: ``factory(manager, params) -> RuntimeManager`` creating the backend.
+        params: backend configuration passed to *executor_factory*.
+        directory: work directory (default: current directory).
+        use_cache: if False (``--no-cache``), finished results in the record are ignored.
+        progress: show a live progress line (default: only when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        executor_factory: typing.Callable,
+        params=None,
+        *,
+        directory: typing.Optional[os.PathLike] = None,
+        use_cache: bool = True,
+        progress: typing.Optional[bool] = None,
+    ):
+        self.directory = pathlib.Path(directory if directory is not None else os.getcwd()).absolute()
+        self.use_cache = use_cache
+        self._executor_factory = executor_factory
+        self._params = params
+        self._progress_enabled = progress
+        self._store: typing.Optional[FileStore] = None
+        self._backend = None
+        self._condition = threading.Condition(threading.RLock())
+        self._tasks: dict = {}
+        self._labels: dict = {}
+        self._order: list = []
+        self._loop: typing.Optional[asyncio.AbstractEventLoop] = None
+        self._thread: typing.Optional[threading.Thread] = None
+        self._incoming: collections.deque = collections.deque()
+        self._wake_pending = False
+        self._ready: collections.deque = collections.deque()
+        self._running: dict = {}
+        self._capacity: typing.Optional[Resources] = None
+        self._cores_in_use = 0
+        self._gpus_in_use = 0
+        self._unfinished = 0
+        self._state = "new"
+        self._scope_token = None
+        self.counts = collections.Counter()
+        self._progress = None
+
+    # ---- life cycle --------------------------------------------------------------------------
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        interrupted = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit))
+        self.close(cancel=interrupted)
+        return False
+
+    async def __aenter__(self):
+        await asyncio.to_thread(self._start_machinery)
+        self._enter_scope()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb):
+        cancel = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, asyncio.CancelledError))
+        self._leave_scope()
+        await asyncio.to_thread(self._close_machinery, cancel)
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._state == "closed"
+
+    def start(self) -> "WorkflowManager":
+        """Open the work directory, start the dispatcher and the backend; make this the current scope."""
+        self._start_machinery()
+        self._enter_scope()
+        return self
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Wait for every added task to finish (or cancel them), then shut everything down.
+
+        A second call does nothing. Ctrl-C while waiting cancels the remaining work.
+        """
+        self._leave_scope()
+        self._close_machinery(cancel)
+
+    def _enter_scope(self):
+        self._scope_token = push_scope(self)
+
+    def _leave_scope(self):
+        if self._scope_token is not None:
+            pop_scope(self, self._scope_token)
+            self._scope_token = None
+
+    def _start_machinery(self):
+        if self._state != "new":
+            raise RuntimeError(f"{self!r} was already started; a WorkflowManager runs once.")
+        self._state = "starting"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        store = FileStore(self.directory)
+        store.open()
+        self._store = store
+        try:
+            self._backend = self._executor_factory(self, self._params)
+            self._capacity = self._backend.capacity()
+            ready = threading.Event()
+            self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="scalems-dispatcher", daemon=True)
+            self._thread.start()
+            ready.wait()
+            future = asyncio.run_coroutine_threadsafe(self._backend.__aenter__(), self._loop)
+            try:
+                future.result()
+            except BaseException:
+                future.cancel()
+                raise
+            self._capacity = self._backend.capacity()
+        except BaseException:
+            self._stop_loop()
+            store.close()
+            self._state = "closed"
+            raise
+        self._state = "running"
+        from scalems.progress import ProgressLine
+
+        self._progress = ProgressLine.maybe_start(self, self._progress_enabled)
+        logger.info("Workflow started in %s on backend %s", self.directory, self._backend.name)
+
+    def _run_loop(self, ready: threading.Event):
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    def _stop_loop(self):
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+
+    def _close_machinery(self, cancel: bool):
+        if self._state in ("closed", "new"):
+            self._state = "closed"
+            return
+        if self._state == "closing":
+            return
+        if threading.current_thread() is self._thread:
+            raise ContextError("A workflow cannot be closed from its own dispatcher thread.")
+        self._state = "closing"
+        try:
+            if not cancel:
+                try:
+                    with self._condition:
+                        while self._unfinished:
+                            self._condition.wait(0.5)
+                except KeyboardInterrupt:
+                    logger.warning("Interrupted: cancelling the remaining tasks.")
+                    cancel = True
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(cancel), self._loop)
+            while True:
+                try:
+                    future.result()
+                    break
+                except KeyboardInterrupt:
+                    logger.warning("Interrupted again: still shutting down the backend; please wait.")
+        finally:
+            if self._progress is not None:
+                self._progress.stop()
+            self._stop_loop()
+            if self._store is not None:
+                self._store.close()
+            self._state = "closed"
+            logger.info("Workflow closed: %s", self.summary_line())
+
+    async def _shutdown(self, cancel: bool):
+        self._drain_incoming()
+        if cancel:
+            with self._condition:
+                pending = [t for t in self._order if t._state in (TaskState.WAITING, TaskState.READY)]
+            for task in pending:
+                self._complete(task, TaskState.CANCELLED, exception=TaskCancelledError(task.label, uid=task.uid))
+            self._ready.clear()
+            running = list(self._running.values())
+            for job in running:
+                job.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        try:
+            await self._backend.__aexit__(None, None, None)
+        finally:
+            self._store.flush()
+
+    # ---- adding work (any thread) ------------------------------------------------------------------
+    def add_executable(
+        self,
+        argv,
+        *,
+        inputs=None,
+        outputs=None,
+        stdin=None,
+        env=None,
+        stdout: str = "stdout",
+        stderr: str = "stderr",
+        resources=None,
+        label: typing.Optional[str] = None,
+    ) -> Task:
+        """Add one command-line task. See :func:`scalems.executable`."""
+        self._check_open()
+        if isinstance(stdin, (list, tuple)):
+            stdin = "".join(line if line.endswith("\n") else line + "\n" for line in stdin)
+        elif stdin is not None and not isinstance(stdin, str):
+            raise TypeError(f"stdin must be text or a list of lines, got {type(stdin).__name__}")
+        env = {str(k): str(v) for k, v in (env or {}).items()}
+        for name in (stdout, stderr):
+            OutputFile(name)  # validates: relative, inside the task directory
+        if stdout == stderr:
+            raise ValueError(f"stdout and stderr must be different files (both are {stdout!r})")
+        spec = ExecutableSpec(
+            argv=normalize_argv(argv, inputs=inputs, outputs=outputs),
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            resources=Resources.coerce(resources),
+        )
+        clash = set(spec.outputs()) & {stdout, stderr}
+        if clash:
+            raise ValueError(f"output file name(s) {sorted(clash)} clash with the stdout/stderr file names")
+        default_name = os.path.basename(str(spec.argv[0])) if isinstance(spec.argv[0], str) else spec.argv[0].name
+        return self._add("executable", spec, label, default_name)
+
+    def add_function(
+        self,
+        func: typing.Callable,
+        args: typing.Sequence = (),
+        kwargs: typing.Optional[typing.Mapping] = None,
+        *,
+        resources=None,
+        label: typing.Optional[str] = None,
+        comm_arg: typing.Optional[str] = None,
+    ) -> Task:
+        """Add one function-call task. See :func:`scalems.function_task`."""
+        self._check_open()
+        if not callable(func):
+            raise TypeError(f"the first argument must be a callable, got {type(func).__name__}")
+        resources = Resources.coerce(resources)
+        if resources.ranks > 1 and comm_arg is None:
+            comm_arg = "comm"
+        spec = FunctionSpec(
+            func=func, args=tuple(args), kwargs=dict(kwargs or {}), resources=resources, comm_arg=comm_arg
+        )
+        name = getattr(func, "__name__", None) or type(func).__name__
+        return self._add("function", spec, label, name)
+
+    def add_ensemble(self, members: typing.Sequence[Task], label=None) -> Ensemble:
+        return Ensemble(members, label=label)
+
+    def _check_open(self):
+        if self._state != "running":
+            raise ContextError(f"Cannot add tasks: the workflow is {self._state}.")
+
+    def _add(self, kind: str, spec, label: typing.Optional[str], default_name: str) -> Task:
+        encoder = Encoder(self._store.file_digest)
+        material = spec.material(encoder)
+        material["version"] = FINGERPRINT_VERSION
+        uid = fingerprint(material)
+        upstream = list(encoder.upstream.values())
+        for task in upstream:
+            if task._manager is not self:
+                raise ContextError(f"{task!r} belongs to another workflow and cannot be an input here.")
+        with self._condition:
+            existing = self._tasks.get(uid)
+            if existing is not None:
+                if label is None or label == existing.label:
+                    return existing  # the same work, described twice: one task.
+            if label is None:
+                label = f"{_safe_name(default_name)}-{uid[:8]}"
+            elif self._labels.get(label, uid) != uid:
+                raise DuplicateKeyError(
+                    f"Label {label!r} is already used by a different task in this workflow; labels must be unique."
+                )
+            self._backend.check_fits(label, spec.resources)
+            task = Task(self, uid=uid, label=label, kind=kind, spec=spec, directory=self._task_directory(label))
+            self._tasks[uid] = task
+            self._labels[label] = uid
+            self._order.append(task)
+            self._unfinished += 1
+            self.counts["added"] += 1
+        if self.use_cache:
+            cached = self._lookup_cached(task)
+            if cached is not None:
+                task._cached = True
+                self.counts["cached"] += 1
+                self._complete(task, TaskState.DONE, result=cached)
+                return task
+        self._incoming.append((task, upstream))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._drain_incoming)
+        return task
+
+    def _task_directory(self, label: str) -> pathlib.Path:
+        return self.directory / TASKS_DIRNAME / _safe_name(label)
+
+    # ---- the result cache --------------------------------------------------------------------------
+    def _lookup_cached(self, task: Task):
+        record = self._store.get_task(task.uid)
+        if record is None or record.state != "complete":
+            return None
+        try:
+            if task.kind == "function":
+                return _decode_function_result(task, record.result.decode("utf-8"))
+            info = json.loads(record.result)
+            for name, file_record in record.files.items():
+                path = task.directory / name
+                try:
+                    intact = path.stat().st_size == file_record.size
+                except OSError:
+                    intact = False
+                if not intact:
+                    if not self._store.has_file(file_record.digest):
+                        logger.info("Cached output %s of %s is gone; running it again.", name, task.label)
+                        return None
+                    self._store.restore_file(file_record.digest, path)
+            return _executable_result(task, info["exitcode"])
+        except Exception as error:  # a damaged record never stops a run: compute again.
+            logger.warning("Ignoring unusable cached result of %s: %s", task.label, error)
+            return None
+
+    # ---- dispatcher-side graph handling (event loop thread) ----------------------------------------
+    def _drain_incoming(self):
+        self._wake_pending = False
+        incoming = self._incoming
+        while incoming:
+            task, upstream = incoming.popleft()
+            if task._state is not TaskState.WAITING:
+                continue  # cancelled before it reached the dispatcher
+            failed = None
+            for dep in upstream:
+                if dep._state is TaskState.DONE:
+                    continue
+                if dep._state in FINAL_STATES:
+                    failed = dep
+                    break
+                task._waiting_on += 1
+                if dep._dependents is None:
+                    dep._dependents = []
+                dep._dependents.append(task)
+            if failed is not None:
+                self._fail_downstream(task, failed)
+            elif task._waiting_on == 0:
+                self._make_ready(task)
+        self._pump()
+
+    def _make_ready(self, task: Task):
+        with self._condition:
+            if task._state is not TaskState.WAITING:
+                return
+            task._state = TaskState.READY
+        self._ready.append(task)
+
+    def _pump(self):
+        if self._state not in ("running", "closing"):
+            return
+        capacity = self._capacity
+        ready = self._ready
+        while ready:
+            task = ready[0]
+            if task._state is not TaskState.READY:
+                ready.popleft()
+                continue
+            resources = task.spec.resources
+            if capacity is not None and self._cores_in_use and (
+                self._cores_in_use + resources.cores > capacity.cores
+                or self._gpus_in_use + resources.gpus > capacity.gpus
+            ):
+                break
+            ready.popleft()
+            self._cores_in_use += resources.cores
+            self._gpus_in_use += resources.gpus
+            with self._condition:
+                task._state = TaskState.RUNNING
+            self.counts["running"] += 1
+            self._running[task] = self._loop.create_task(self._execute(task))
+
+    async def _execute(self, task: Task):
+        resources = task.spec.resources
+        try:
+            if task.kind == "executable":
+                result = await self._execute_executable(task)
+            else:
+                result = await self._execute_function(task)
+        except asyncio.CancelledError:
+            self._complete(task, TaskState.CANCELLED, exception=TaskCancelledError(task.label, uid=task.uid))
+        except TaskFailedError as error:
+            self._record_failure(task, error)
+            self._complete(task, TaskState.FAILED, exception=error)
+        except Exception as error:
+            logger.exception("Internal error while running %s", task.label)
+            failure = TaskFailedError(task.label, uid=task.uid, reason=f"internal error in scalems: {error!r}")
+            failure.__cause__ = error
+            self._complete(task, TaskState.FAILED, exception=failure)
+        else:
+            self._complete(task, TaskState.DONE, result=result)
+        finally:
+            self._running.pop(task, None)
+            self.counts["running"] -= 1
+            self._cores_in_use -= resources.cores
+            self._gpus_in_use -= resources.gpus
+            self._pump()
+
+    def _prepare_directory(self, task: Task):
+        directory = task.directory
+        if directory.exists() or directory.is_symlink():
+            if directory.is_dir() and not directory.is_symlink():
+                shutil.rmtree(directory)
+            else:
+                directory.unlink()
+        directory.mkdir(parents=True)
+
+    async def _execute_executable(self, task: Task) -> ExecutableResult:
+        spec: ExecutableSpec = task.spec
+        self._prepare_directory(task)
+        stdin_path = None
+        if spec.stdin is not None:
+            stdin_path = task.directory / ".scalems-stdin"
+            stdin_path.write_text(spec.stdin)
+        argv = []
+        staged_names = set()
+        for item in spec.argv:
+            if isinstance(item, str):
+                argv.append(item)
+            elif isinstance(item, OutputFile):
+                argv.append(item.name)
+            else:
+                source = pathlib.Path(item.path()) if isinstance(item, FileReference) else item
+                name = source.name
+                if name in staged_names:
+                    name = f"{len(staged_names)}-{name}"
+                staged_names.add(name)
+                argv.append(InputFile(source=source, name=name))
+        job = ExecutableJob(
+            uid=task.uid,
+            label=task.label,
+            directory=task.directory,
+            argv=argv,
+            env=spec.env,
+            stdin=stdin_path,
+            stdout=spec.stdout,
+            stderr=spec.stderr,
+            outputs=list(spec.outputs()),
+            resources=spec.resources,
+        )
+        outcome = await self._backend.run(job)
+        if not isinstance(outcome, ExecutableOutcome):
+            raise ProtocolError(f"backend returned {type(outcome).__name__} for an executable job")
+        stderr_path = str(task.directory / spec.stderr)
+        if outcome.error is not None:
+            raise TaskFailedError(task.label, uid=task.uid, exitcode=outcome.exitcode, reason=outcome.error, stderr=stderr_path)
+        if outcome.exitcode != 0:
+            raise TaskFailedError(task.label, uid=task.uid, exitcode=outcome.exitcode, stderr=stderr_path)
+        missing = [name for name in spec.outputs() if not (task.directory / name).exists()]
+        if missing:
+            raise TaskFailedError(
+                task.label,
+                uid=task.uid,
+                exitcode=0,
+                reason=f"declared output file(s) not produced: {', '.join(missing)}",
+                stderr=stderr_path,
+            )
+        files = await self._store_outputs(task, spec.output_names())
+        self._store.record_task(
+            task.uid,
+            label=task.label,
+            kind="executable",
+            state="complete",
+            result=json.dumps({"exitcode": outcome.exitcode}).encode(),
+            files=files,
+        )
+        return _executable_result(task, outcome.exitcode)
+
+    async def _store_outputs(self, task: Task, names) -> dict:
+        paths = [(name, task.directory / name) for name in names]
+        paths = [(name, path) for name, path in paths if path.exists()]
+        total = sum(path.stat().st_size for _, path in paths)
+        add = self._store.add_file
+        if total < (1 << 20):
+            return {name: add(path) for name, path in paths}
+        return await asyncio.to_thread(lambda: {name: add(path) for name, path in paths})
+
+    async def _execute_function(self, task: Task):
+        import scalems.call
+
+        spec: FunctionSpec = task.spec
+        args = _resolve(spec.args)
+        kwargs = _resolve(spec.kwargs)
+        directory = None
+        if spec.resources.ranks > 1 or self._backend.function_jobs_need_directory:
+            self._prepare_directory(task)
+            directory = task.directory
+        call = scalems.call.serialize_call(
+            spec.func, args=args, kwargs=kwargs, requirements=spec.resources.as_dict(), comm_arg=spec.comm_arg
+        )
+        job = FunctionJob(
+            uid=task.uid, label=task.label, call=call, directory=directory, resources=spec.resources, comm_arg=spec.comm_arg
+        )
+        outcome = await self._backend.run(job)
+        if not isinstance(outcome, FunctionOutcome):
+            raise ProtocolError(f"backend returned {type(outcome).__name__} for a function job")
+        if outcome.error is not None or outcome.result is None:
+            raise TaskFailedError(task.label, uid=task.uid, reason=outcome.error or "no result was returned")
+        text = outcome.result if isinstance(outcome.result, str) else json.dumps(outcome.result)
+        value = _decode_function_result(task, text)
+        self._store.record_task(task.uid, label=task.label, kind="function", state="complete", result=text.encode())
+        return value
+
+    def _record_failure(self, task: Task, error: BaseException):
+        try:
+            self._store.record_task(task.uid, label=task.label, kind=task.kind, state="failed", error=str(error))
+        except Exception:
+            logger.exception("Could not record the failure of %s", task.label)
+
+    # ---- completion ---------------------------------------------------------------------------------
+    def _complete(self, task: Task, state: TaskState, result=None, exception=None):
+        with self._condition:
+            if task._state in FINAL_STATES:
+                return
+            callbacks = task._finish(state, result, exception)
+            self._unfinished -= 1
+            self.counts[state.value] += 1
+            self._condition.notify_all()
+        if callbacks:
+            for fn in callbacks:
+                _invoke_callback(fn, task)
+        dependents, task._dependents = task._dependents, None
+        if not dependents:
+            return
+        if threading.current_thread() is not self._thread:
+            self._loop.call_soon_threadsafe(self._release_dependents, task, dependents)
+        else:
+            self._release_dependents(task, dependents)
+
+    def _release_dependents(self, task: Task, dependents: list):
+        if task._state is TaskState.DONE:
+            for dependent in dependents:
+                dependent._waiting_on -= 1
+                if dependent._waiting_on == 0 and dependent._state is TaskState.WAITING:
+                    self._make_ready(dependent)
+            self._pump()
+        else:
+            for dependent in dependents:
+                self._fail_downstream(dependent, task)
+
+    def _fail_downstream(self, task: Task, failed: Task):
+        root = failed._exception
+        upstream = root.upstream if isinstance(root, UpstreamFailedError) else failed.label
+        cause = getattr(root, "reason", "") if not isinstance(root, UpstreamFailedError) else ""
+        error = UpstreamFailedError(task.label, upstream=upstream, uid=task.uid, cause=cause)
+        error.__cause__ = root
+        self._complete(task, TaskState.FAILED, exception=error)
+
+    def _cancel_task(self, task: Task) -> bool:
+        with self._condition:
+            if task._state in FINAL_STATES:
+                return task._state is TaskState.CANCELLED
+            if task._state is TaskState.RUNNING:
+                return False
+        self._complete(task, TaskState.CANCELLED, exception=TaskCancelledError(task.label, uid=task.uid, reason="cancelled by the workflow"))
+        return True
+
+    def _check_can_block(self, task: Task):
+        if threading.current_thread() is self._thread:
+            raise ContextError(
+                f"Waiting for {task!r} on the scalems dispatcher thread would deadlock; use 'await task' instead."
+            )
+        if self._state not in ("running", "closing") and task._state not in FINAL_STATES:
+            raise ContextError(f"{task!r} can never finish: its workflow is {self._state}.")
+
+    # ---- reporting --------------------------------------------------------------------------------------
+    @property
+    def tasks(self) -> list:
+        """All tasks added so far, in the order they were added."""
+        with self._condition:
+            return list(self._order)
+
+    def failures(self) -> list:
+        """Tasks that failed or were cancelled."""
+        return [t for t in self.tasks if t.state in (TaskState.FAILED, TaskState.CANCELLED)]
+
+    def summary_line(self) -> str:
+        c = self.counts
+        parts = [f"{c['done']} done"]
+        if c["cached"]:
+            parts.append(f"({c['cached']} from earlier runs)")
+        if c["failed"]:
+            parts.append(f"{c['failed']} failed")
+        if c["cancelled"]:
+            parts.append(f"{c['cancelled']} cancelled")
+        return f"{c['added']} tasks: " + " ".join(parts)
+
+    def __repr__(self):
+        backend = self._backend.name if self._backend is not None else "?"
+        return f"<WorkflowManager {self.directory} backend={backend} state={self._state}>"
+
+
+def _resolve(value):
+    """Replace task handles and file references in call arguments by their results / paths."""
+    if isinstance(value, Task):
+        return value.result()
+    if isinstance(value, Ensemble):
+        return value.result()
+    if isinstance(value, FileReference):
+        return value.path()
+    if isinstance(value, list):
+        return [_resolve(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return type(value)(_resolve(v) for v in value)
+    return value
+
+
+def _executable_result(task: Task, exitcode: int) -> ExecutableResult:
+    spec: ExecutableSpec = task.spec
+    directory = task.directory
+    return ExecutableResult(
+        exitcode=exitcode,
+        stdout=str(directory / spec.stdout),
+        stderr=str(directory / spec.stderr),
+        directory=str(directory),
+        file={name: str(directory / name) for name in spec.output_names()},
+    )
+
+
+def _decode_function_result(task: Task, text: str):
+    import scalems.call
+
+    result = scalems.call.deserialize_result(text)
+    if result.exception is not None:
+        exc = result.exception
+        error = TaskFailedError(
+            task.label,
+            uid=task.uid,
+            reason=f"{type(exc).__name__}: {exc}",
+            remote_traceback=getattr(result, "traceback", "") or "",
+        )
+        error.__cause__ = exc if isinstance(exc, BaseException) else None
+        raise error
+    return result.return_value

@@ -1,0 +1,125 @@
+"""Normalized descriptions of the two kinds of task, validated when the task is added.
+
+Validation happens here, in the caller's thread, so mistakes (a wrong path, a
+bad argv element, an unknown resource key) are reported at the line of the
+workflow script that made them, before anything runs.
+"""
+
+from __future__ import annotations
+
+__all__ = ("ExecutableSpec", "FunctionSpec", "normalize_argv")
+
+import dataclasses
+import os
+import pathlib
+import typing
+
+from scalems.execution.jobs import Resources
+from scalems.file import FileReference, OutputFile
+
+
+@dataclasses.dataclass(slots=True)
+class ExecutableSpec:
+    """A command line to run. argv elements: str, OutputFile, FileReference or an absolute Path (input)."""
+
+    argv: tuple
+    env: dict
+    stdin: typing.Optional[str]
+    stdout: str
+    stderr: str
+    resources: Resources
+
+    def outputs(self) -> tuple:
+        return tuple(dict.fromkeys(a.name for a in self.argv if isinstance(a, OutputFile)))
+
+    def output_names(self) -> tuple:
+        return (self.stdout, self.stderr, *self.outputs())
+
+    def material(self, encoder) -> dict:
+        return {
+            "kind": "executable",
+            "argv": [encoder.encode(a) for a in self.argv],
+            "env": sorted(self.env.items()),
+            "stdin": self.stdin,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "resources": self.resources.as_dict(),
+        }
+
+
+@dataclasses.dataclass(slots=True)
+class FunctionSpec:
+    """A Python call to make."""
+
+    func: typing.Callable
+    args: tuple
+    kwargs: dict
+    resources: Resources
+    comm_arg: typing.Optional[str]
+
+    def output_names(self) -> tuple:
+        return ()
+
+    def material(self, encoder) -> dict:
+        from scalems.workflow.fingerprint import callable_identity
+
+        return {
+            "kind": "function",
+            "func": callable_identity(self.func),
+            "args": encoder.encode(list(self.args)),
+            "kwargs": encoder.encode(self.kwargs),
+            "resources": self.resources.as_dict(),
+            "comm_arg": self.comm_arg,
+        }
+
+
+def normalize_argv(argv, *, inputs=None, outputs=None) -> tuple:
+    """Check and normalize an argv, appending ``flag path`` pairs from *inputs* and *outputs*.
+
+    Relative paths given as :class:`os.PathLike` are resolved against the current
+    directory now, and must exist.
+    """
+    from scalems.workflow.task import Task
+
+    if isinstance(argv, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"argv must be a list of arguments, not a single {type(argv).__name__} ({argv!r}); "
+            "e.g. scalems.executable(['echo', 'hello'])"
+        )
+    items = list(argv)
+    if not items:
+        raise ValueError("argv is empty: the first element must name the program to run")
+    for flag, value in (inputs or {}).items():
+        items.extend((flag, value))
+    for flag, value in (outputs or {}).items():
+        if isinstance(value, (str, os.PathLike)) and not isinstance(value, (FileReference, OutputFile)):
+            value = OutputFile(os.fspath(value))
+        items.extend((flag, value))
+    normalized = []
+    for position, item in enumerate(items):
+        if isinstance(item, (OutputFile, FileReference)):
+            normalized.append(item)
+        elif isinstance(item, str):
+            normalized.append(item)
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            normalized.append(str(item))
+        elif isinstance(item, os.PathLike):
+            path = pathlib.Path(item).absolute()
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"argv[{position}]: input file {os.fspath(item)!r} does not exist (resolved to {path})"
+                )
+            normalized.append(path)
+        elif isinstance(item, Task):
+            raise TypeError(
+                f"argv[{position}] is a task handle ({item!r}); pass one of its files (task.file[name]) "
+                "or its result() instead"
+            )
+        else:
+            raise TypeError(
+                f"argv[{position}] has unsupported type {type(item).__name__} ({item!r}); "
+                "use str, a path, scalems.output_file(...) or task.file[name]"
+            )
+    if isinstance(normalized[0], OutputFile):
+        raise ValueError("argv[0] must name the program, not an output file")
+    return tuple(normalized)

@@ -1,0 +1,465 @@
+"""scalems.call: a function call survives the trip to another process and back."""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import scalems.call
+from scalems.call import (
+    Call,
+    CallResult,
+    deserialize_call,
+    deserialize_result,
+    execute,
+    main,
+    serialize_call,
+    serialize_result,
+)
+from scalems.exceptions import APIError, ConfigurationError, ProtocolError
+
+TIMEOUT = 60
+
+
+# Functions and types defined at module level are pickled by reference to this module.
+def scale(values, *, factor=2):
+    return [v * factor for v in values]
+
+
+class Box:
+    def __init__(self, content):
+        self.content = content
+
+
+class DetailedError(Exception):
+    def __init__(self, message, code=0):
+        super().__init__(message)
+        self.code = code
+
+
+def unpicklable():
+    """Even dill cannot pickle a generator."""
+    return (i for i in range(3))
+
+
+class HoldsGenerator(Exception):
+    """Cannot be pickled: carries a generator."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.source = unpicklable()
+
+
+class TwoArgError(Exception):
+    """Pickles, but cannot be rebuilt from its args."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+
+
+def raise_detailed(code):
+    raise DetailedError(f"code {code} is bad", code=code)
+
+
+def run_cli(*args, cwd=None, env=None, mpi_ranks=None):
+    command = [sys.executable, "-m", "scalems.call", *map(str, args)]
+    if mpi_ranks:
+        command = [_mpiexec(), "-n", str(mpi_ranks), *command]
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def _mpiexec():
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+
+
+def round_trip(func, **kwargs) -> CallResult:
+    return deserialize_result(execute(serialize_call(func, **kwargs)))
+
+
+# --- round trips in this process -------------------------------------------------------------
+
+
+def test_importable_function_is_stored_by_reference():
+    record = json.loads(serialize_call(math.comb, args=(5, 2)))
+    assert deserialize_call(json.dumps(record)).func is math.comb
+    assert round_trip(math.comb, args=(5, 2)).return_value == 10
+
+
+def test_module_function_with_kwargs():
+    call = deserialize_call(serialize_call(scale, args=([1, 2],), kwargs={"factor": 3}))
+    assert call.func is scale
+    assert call.args == ([1, 2],)
+    assert call.kwargs == {"factor": 3}
+    result = round_trip(scale, args=([1, 2],), kwargs={"factor": 3})
+    assert result.exception is None
+    assert result.return_value == [3, 6]
+
+
+def test_closure_and_lambda():
+    offset = 10
+
+    def add_offset(x):
+        return x + offset
+
+    assert round_trip(add_offset, args=(5,)).return_value == 15
+    assert round_trip(lambda x, y: x * y, args=(6, 7)).return_value == 42
+
+
+def test_set_and_custom_class_values():
+    result = round_trip(lambda items: ({*items}, Box(sorted(items))), args=({3, 1, 2},))
+    returned_set, box = result.return_value
+    assert returned_set == {1, 2, 3}
+    assert isinstance(box, Box)
+    assert box.content == [1, 2, 3]
+
+
+def test_none_return_value():
+    result = round_trip(lambda: None)
+    assert result.exception is None
+    assert result.return_value is None
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_exception_round_trip_keeps_type_message_and_traceback():
+    result = round_trip(raise_detailed, args=(7,))
+    assert type(result.exception) is DetailedError
+    assert str(result.exception) == "code 7 is bad"
+    assert result.exception.code == 7
+    assert result.return_value is None
+    assert "Traceback" in result.traceback
+    assert "in raise_detailed" in result.traceback
+    assert "DetailedError: code 7 is bad" in result.traceback
+
+
+def test_unpicklable_exception_becomes_runtime_error():
+    def fail():
+        raise HoldsGenerator("locked out")
+
+    result = round_trip(fail)
+    assert type(result.exception) is RuntimeError
+    assert "HoldsGenerator" in str(result.exception)
+    assert "locked out" in str(result.exception)
+    assert "HoldsGenerator: locked out" in result.traceback
+
+
+def test_exception_that_cannot_be_rebuilt_becomes_runtime_error():
+    def fail():
+        raise TwoArgError("/data/x", "missing")
+
+    result = round_trip(fail)
+    assert type(result.exception) is RuntimeError
+    assert "/data/x: missing" in str(result.exception)
+
+
+def test_unpicklable_return_value_is_reported():
+    def make_generator():
+        return unpicklable()
+
+    text = execute(serialize_call(make_generator))
+    result = deserialize_result(text)
+    assert result.return_value is None
+    assert isinstance(result.exception, TypeError)
+    message = str(result.exception)
+    assert "make_generator" in message
+    assert "could not be serialized" in message
+    assert "generator" in message
+
+
+def test_serialize_result_never_raises_for_bad_payloads():
+    result = CallResult(return_value=unpicklable(), exception=HoldsGenerator("x"), function="f")
+    decoded = deserialize_result(serialize_result(result))
+    # The call's own exception wins over the unserializable return value.
+    assert type(decoded.exception) is RuntimeError
+    assert "HoldsGenerator" in str(decoded.exception)
+
+
+def test_system_exit_is_captured():
+    result = round_trip(lambda: sys.exit(3))
+    assert isinstance(result.exception, SystemExit)
+    assert result.exception.code == 3
+
+
+def test_serialize_call_rejects_bad_input():
+    with pytest.raises(TypeError, match="callable"):
+        serialize_call(42)
+    with pytest.raises(TypeError, match="Positional argument 1 of .*scale.*cannot be serialized"):
+        serialize_call(scale, args=(1, unpicklable()))
+    with pytest.raises(ConfigurationError, match="comm_arg"):
+        serialize_call(scale, comm_arg="not a name")
+    with pytest.raises(ConfigurationError, match="reserved for the MPI communicator"):
+        serialize_call(scale, kwargs={"comm": 1}, requirements={"ranks": 2})
+    with pytest.raises(ConfigurationError, match="ranks"):
+        serialize_call(scale, requirements={"ranks": 0})
+
+
+def test_bad_records():
+    with pytest.raises(ProtocolError):
+        deserialize_call("not json")
+    with pytest.raises(ProtocolError, match="func"):
+        deserialize_call("{}")
+    record = json.loads(serialize_call(scale, args=([1],)))
+    record["decoder"] = "pickle"
+    with pytest.raises(ProtocolError, match="pickle"):
+        deserialize_call(json.dumps(record))
+    with pytest.raises(ProtocolError):
+        deserialize_result("[1, 2]")
+    # execute() is what workers call: a bad record becomes a failed result, not a crash.
+    result = deserialize_result(execute("garbage"))
+    assert isinstance(result.exception, ProtocolError)
+
+
+# --- communicator and environment -----------------------------------------------------------
+
+
+class FakeComm:
+    """Stands in for an mpi4py communicator where only the passing matters."""
+
+
+def test_communicator_passing():
+    comm = FakeComm()
+
+    def describe(*args, **kwargs):
+        return [type(a).__name__ for a in args], sorted(kwargs)
+
+    def run(comm_arg, ranks=1):
+        text = serialize_call(describe, args=(1,), comm_arg=comm_arg, requirements={"ranks": ranks})
+        return deserialize_result(execute(text, comm=comm)).return_value
+
+    assert run("") == (["FakeComm", "int"], [])
+    assert run("mycomm") == (["int"], ["mycomm"])
+    assert run(None, ranks=2) == (["int"], ["comm"])
+    # A call that takes no communicator does not get one, even from an MPI worker.
+    assert run(None) == (["int"], [])
+
+
+def test_missing_communicator_is_an_error():
+    call = deserialize_call(serialize_call(scale, args=([1],), comm_arg="comm"))
+    with pytest.raises(APIError, match="communicator"):
+        main(call)
+    assert "communicator" in str(deserialize_result(execute(serialize_call(scale, comm_arg=""))).exception)
+
+
+def test_environment_is_applied_and_restored(monkeypatch):
+    monkeypatch.delenv("SCALEMS_TEST_VAR", raising=False)
+    call = Call(func=lambda: os.environ.get("SCALEMS_TEST_VAR"), environment={"SCALEMS_TEST_VAR": "yes"})
+    assert main(call).return_value == "yes"
+    assert "SCALEMS_TEST_VAR" not in os.environ
+
+
+def test_outputs_limit_reported_fields():
+    call = Call(func=lambda: 5, outputs=["exception"])
+    result = main(call)
+    assert result.return_value is None
+    assert result.directory is None
+    assert main(Call(func=lambda: 5)).directory == pathlib.Path.cwd().as_uri()
+
+
+# --- other interpreters ---------------------------------------------------------------------
+
+SCRIPT = """
+import sys
+
+import scalems.call
+
+OFFSET = 100
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def compute(point, tags):
+    return Point(point.x + OFFSET, fib(point.y)), {tag.upper() for tag in tags}
+
+
+def make_multiplier(k):
+    return lambda x: x * k
+
+
+def fail(n):
+    raise KeyError(f"no entry {n}")
+
+
+calls = {
+    "main": scalems.call.serialize_call(compute, args=(Point(1, 10),), kwargs={"tags": ["a", "b"]}),
+    "closure": scalems.call.serialize_call(make_multiplier(3), args=(14,)),
+    "lambda": scalems.call.serialize_call(lambda s: s[::-1], args=("abc",)),
+    "fail": scalems.call.serialize_call(fail, args=(4,)),
+    "nompi": scalems.call.serialize_call(lambda: "mpi4py" in sys.modules),
+}
+for name, text in calls.items():
+    with open(f"{name}.json", "w") as fh:
+        fh.write(text)
+"""
+
+
+@pytest.fixture(scope="module")
+def script_calls(tmp_path_factory):
+    """Call records written by a workflow script run as __main__ in its own interpreter."""
+    directory = tmp_path_factory.mktemp("script")
+    (directory / "workflow.py").write_text(textwrap.dedent(SCRIPT))
+    process = subprocess.run(
+        [sys.executable, "workflow.py"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    return directory
+
+
+@pytest.fixture
+def elsewhere(tmp_path):
+    """A working directory where the workflow script cannot be imported."""
+    return tmp_path
+
+
+def test_main_script_function_runs_in_fresh_interpreter(script_calls, elsewhere):
+    out = elsewhere / "out.json"
+    process = run_cli(script_calls / "main.json", out, cwd=elsewhere)
+    assert process.returncode == 0, process.stderr
+    assert process.stderr == ""  # no chatter by default
+    result = deserialize_result(out.read_text())
+    assert result.exception is None
+    point, tags = result.return_value
+    assert type(point).__name__ == "Point"
+    assert (point.x, point.y) == (101, 55)
+    assert tags == {"A", "B"}
+    assert result.directory == elsewhere.as_uri()
+
+
+@pytest.mark.parametrize(("name", "expected"), [("closure", 42), ("lambda", "cba"), ("nompi", False)])
+def test_script_closures_and_lambdas(script_calls, elsewhere, name, expected):
+    out = elsewhere / "out.json"
+    process = run_cli(script_calls / f"{name}.json", out, cwd=elsewhere)
+    assert process.returncode == 0, process.stderr
+    assert deserialize_result(out.read_text()).return_value == expected
+
+
+def test_cli_exit_status_1_when_call_raises(script_calls, elsewhere):
+    out = elsewhere / "out.json"
+    process = run_cli(script_calls / "fail.json", out, cwd=elsewhere)
+    assert process.returncode == 1
+    assert "KeyError" in process.stderr
+    result = deserialize_result(out.read_text())
+    assert type(result.exception) is KeyError
+    assert result.exception.args == ("no entry 4",)
+    assert "in fail" in result.traceback
+
+
+def test_cli_debug_logging_on_request(script_calls, elsewhere):
+    env = dict(os.environ, SCALEMS_LOG_LEVEL="DEBUG")
+    process = run_cli(script_calls / "lambda.json", elsewhere / "out.json", cwd=elsewhere, env=env)
+    assert process.returncode == 0
+    assert "DEBUG" in process.stderr
+
+
+def test_cli_usage_errors(tmp_path):
+    process = run_cli()
+    assert process.returncode == 2
+    assert "usage:" in process.stderr
+
+    missing = tmp_path / "no-such-call.json"
+    process = run_cli(missing, tmp_path / "out.json")
+    assert process.returncode == 2
+    assert str(missing) in process.stderr
+    assert "No such file" in process.stderr
+    assert not (tmp_path / "out.json").exists()
+
+    not_a_record = tmp_path / "bad.json"
+    not_a_record.write_text("{not json")
+    process = run_cli(not_a_record, tmp_path / "out.json")
+    assert process.returncode == 2
+    assert str(not_a_record) in process.stderr
+
+
+def test_cli_in_process_returns_status(tmp_path, capsys):
+    assert scalems.call.cli(str(tmp_path / "absent.json"), str(tmp_path / "out.json")) == 2
+    assert "absent.json" in capsys.readouterr().err
+    call_file = tmp_path / "call.json"
+    call_file.write_text(serialize_call(math.comb, args=(4, 2)))
+    assert scalems.call.cli(str(call_file), str(tmp_path / "out.json")) == 0
+    assert deserialize_result((tmp_path / "out.json").read_text()).return_value == 6
+
+
+def test_function_module_missing_at_execution_site(tmp_path, monkeypatch):
+    """A call that cannot be decoded where it runs is a failed call, with the reason in the result."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "only_here.py").write_text("def hello():\n    return 'hi'\n")
+    monkeypatch.syspath_prepend(str(package))
+    import only_here
+
+    call_file = tmp_path / "call.json"
+    call_file.write_text(serialize_call(only_here.hello))
+    out = tmp_path / "out.json"
+    process = run_cli(call_file, out, cwd=tmp_path)
+    assert process.returncode == 1
+    result = deserialize_result(out.read_text())
+    assert isinstance(result.exception, ModuleNotFoundError)
+    assert "only_here" in str(result.exception)
+
+
+# --- MPI ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mpi_launcher():
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'scalems[mpi]')")
+    if _mpiexec() is None:
+        pytest.skip(f"no mpiexec next to {sys.executable} (pip install mpich)")
+
+
+@pytest.mark.mpi
+def test_mpi_call_gathers_per_rank_results(mpi_launcher, tmp_path, no_leaked_processes):
+    call_file = tmp_path / "call.json"
+    call_file.write_text(
+        serialize_call(
+            lambda tag, comm: (comm.Get_size(), comm.Get_rank(), tag), args=("x",), requirements={"ranks": 2}
+        )
+    )
+    out = tmp_path / "out.json"
+    process = run_cli(call_file, out, cwd=tmp_path, mpi_ranks=2)
+    assert process.returncode == 0, process.stderr
+    result = deserialize_result(out.read_text())
+    assert result.exception is None
+    sizes, ranks, tags = zip(*result.return_value)
+    assert sizes == (2, 2)
+    assert list(ranks) == [0, 1]
+    assert tags == ("x", "x")
+
+
+@pytest.mark.mpi
+def test_mpi_failure_on_one_rank(mpi_launcher, tmp_path, no_leaked_processes):
+    def fail_on_rank_one(comm):
+        if comm.Get_rank() == 1:
+            raise ValueError("bad rank")
+        return comm.Get_rank()
+
+    call_file = tmp_path / "call.json"
+    call_file.write_text(serialize_call(fail_on_rank_one, comm_arg="", requirements={"ranks": 2}))
+    out = tmp_path / "out.json"
+    process = run_cli(call_file, out, cwd=tmp_path, mpi_ranks=2)
+    assert process.returncode == 1
+    result = deserialize_result(out.read_text())
+    assert type(result.exception) is ValueError
+    assert "rank 1" in str(result.exception)
+    assert "bad rank" in str(result.exception)
+    assert "rank 1" in result.traceback

@@ -1,0 +1,63 @@
+"""scalems.messages: commands survive the msgpack/JSON trip to the Raptor master."""
+
+import json
+
+import pytest
+
+from scalems.exceptions import ProtocolError
+from scalems.messages import AddItem, Command, HelloCommand, StopCommand
+
+COMMANDS = [HelloCommand(), StopCommand(), AddItem(encoded_item=json.dumps({"func": "abc", "args": [1]}))]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=repr)
+def test_round_trip(command):
+    encoded = command.encode()
+    assert isinstance(encoded, dict)
+    decoded = Command.decode(encoded)
+    assert type(decoded) is type(command)
+    assert decoded == command
+    assert Command.decode(json.dumps(encoded)) == command
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=repr)
+def test_msgpack_round_trip(command):
+    msgpack = pytest.importorskip("msgpack")
+    assert Command.decode(msgpack.unpackb(msgpack.packb(command.encode()))) == command
+
+
+def test_add_item_keeps_its_payload():
+    item = AddItem('{"x": 1}')
+    assert Command.decode(item.encode()).encoded_item == '{"x": 1}'
+    assert AddItem.decode(item.encode()) == item
+    assert "AddItem" in repr(item) and '{"x": 1}' in repr(item)
+    assert item != AddItem('{"x": 2}')
+    assert HelloCommand() != StopCommand()
+    with pytest.raises(TypeError, match="str"):
+        AddItem(b"bytes")
+
+
+def test_unknown_command_names_it():
+    with pytest.raises(ProtocolError, match="FlyCommand"):
+        Command.decode({"command": "FlyCommand"})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        [1, 2],
+        {"no": "type"},
+        {"command": "AddItem"},
+        {"command": "AddItem", "encoded_item": 5},
+        {"command": "HelloCommand", "extra": 1},
+    ],
+)
+def test_malformed_messages(bad):
+    with pytest.raises(ProtocolError):
+        Command.decode(bad)
+
+
+def test_decode_on_subclass_checks_kind():
+    with pytest.raises(ProtocolError, match="AddItem"):
+        AddItem.decode(HelloCommand().encode())
