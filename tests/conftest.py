@@ -72,3 +72,20 @@ def no_leaked_processes():
         time.sleep(0.05)
         leaked = _children() - before
     assert not leaked, f"test left child processes running: {sorted(leaked)}"
+
+
+# ---- backends for the contract suite -------------------------------------------------------------
+BACKENDS = ["local"]
+
+
+@pytest.fixture(params=BACKENDS)
+def make_workflow(request):
+    """``make_workflow(directory, use_cache=True)`` -> an unstarted WorkflowManager on the backend under test."""
+    if request.param == "local":
+        import scalems.local
+
+        def factory(directory, use_cache=True):
+            return scalems.local.workflow(directory=directory, cores=2, use_cache=use_cache, progress=False)
+
+        return factory
+    raise ValueError(request.param)

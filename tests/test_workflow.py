@@ -1,0 +1,248 @@
+"""Backend-independent behaviour of workflows (the contract suite).
+
+Every test runs on each backend given by the ``make_workflow`` fixture (see
+conftest.py): the local backend always, RADICAL-Pilot when it is installed.
+Side effects that count process launches go to files outside the work
+directory, so "nothing ran" is observed, not timed.
+"""
+
+import asyncio
+import pathlib
+import sys
+
+import pytest
+
+import scalems
+from scalems.exceptions import DuplicateKeyError, TaskFailedError, UpstreamFailedError
+
+
+def count_lines(path: pathlib.Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def counting(counter: pathlib.Path, command: str) -> list:
+    """argv for a shell command that first appends a line to *counter* (one line per launch)."""
+    return ["sh", "-c", f'echo launched >> "{counter}"; {command}']
+
+
+def add_one(x):
+    return x + 1
+
+
+def read_number(path) -> int:
+    return int(pathlib.Path(path).read_text())
+
+
+def fail_with(message):
+    raise ValueError(message)
+
+
+class Custom:
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Custom) and other.value == self.value
+
+
+def make_custom(value):
+    return Custom(value), {value, value + 1}
+
+
+def test_executable_result_fields(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        task = scalems.executable(["echo", "hello", "world"], label="hello")
+        result = task.result(timeout=120)
+    assert result.exitcode == 0
+    assert pathlib.Path(result.stdout).is_absolute()
+    assert pathlib.Path(result.stdout).read_text() == "hello world\n"
+    assert pathlib.Path(result.stderr).read_text() == ""
+    assert pathlib.Path(result.directory) == pathlib.Path(result.stdout).parent
+    assert result.file["stdout"] == result.stdout
+    assert "state=done" in repr(task) and "hello" in repr(task)
+
+
+def test_output_file_feeds_next_task_and_function(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        writer = scalems.executable(
+            ["sh", "-c", 'echo 41 > "$1"', "writer", scalems.output_file("value.txt")], label="writer"
+        )
+        number = scalems.submit(read_number, writer.file["value.txt"])
+        plus_one = scalems.submit(add_one, number)
+        copy = scalems.executable(["cat", writer.file["value.txt"]], label="copy")
+        assert plus_one.result(timeout=120) == 42
+        assert pathlib.Path(copy.result(timeout=120).stdout).read_text() == "41\n"
+        assert pathlib.Path(writer.result().file["value.txt"]).read_text() == "41\n"
+
+
+def test_inputs_outputs_stdin_and_env(make_workflow, tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text("alpha\nbeta\n")
+    with make_workflow(tmp_path / "work"):
+        task = scalems.executable(
+            ["sh", "-c", 'cat "$2" > "$4"; cat; echo "$GREETING"', "sh"],
+            inputs={"-i": source},
+            outputs={"-o": "copy.txt"},
+            stdin=["from stdin"],
+            env={"GREETING": "hi there"},
+            label="io",
+        )
+        result = task.result(timeout=120)
+    assert pathlib.Path(result.file["copy.txt"]).read_text() == "alpha\nbeta\n"
+    assert pathlib.Path(result.stdout).read_text() == "from stdin\nhi there\n"
+
+
+def test_function_results_round_trip(make_workflow, tmp_path):
+    scale = 3
+
+    def closure(x):
+        return x * scale
+
+    with make_workflow(tmp_path / "work"):
+        tasks = [scalems.submit(closure, i) for i in range(5)]
+        custom = scalems.submit(make_custom, 7)
+        assert [t.result(timeout=120) for t in tasks] == [0, 3, 6, 9, 12]
+        obj, values = custom.result(timeout=120)
+    assert obj == Custom(7) and values == {7, 8}
+
+
+def test_failures_fail_dependents_only(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work") as workflow:
+        bad = scalems.executable(["sh", "-c", "echo oops >&2; exit 3", scalems.output_file("x")], label="bad")
+        dependent = scalems.executable(["cat", bad.file["x"]], label="dependent")
+        downstream = scalems.submit(add_one, dependent)
+        raising = scalems.submit(fail_with, "bad value 17")
+        missing = scalems.executable(["no-such-program-scalems", "x"], label="missing")
+        independent = scalems.executable(["echo", "fine"], label="independent")
+        assert independent.result(timeout=120).exitcode == 0
+        with pytest.raises(TaskFailedError) as failure:
+            bad.result(timeout=120)
+        assert failure.value.exitcode == 3
+        assert pathlib.Path(failure.value.stderr).read_text() == "oops\n"
+        with pytest.raises(UpstreamFailedError) as upstream:
+            dependent.result(timeout=120)
+        assert upstream.value.upstream == "bad"
+        with pytest.raises(UpstreamFailedError) as transitive:
+            downstream.result(timeout=120)
+        assert transitive.value.upstream == "bad" and "'bad'" in str(transitive.value)
+        with pytest.raises(TaskFailedError, match="bad value 17") as raised:
+            raising.result(timeout=120)
+        assert isinstance(raised.value.__cause__, ValueError)
+        with pytest.raises(TaskFailedError, match="no-such-program-scalems"):
+            missing.result(timeout=120)
+    assert {t.label for t in workflow.failures()} >= {"bad", "dependent", "missing"}
+
+
+def test_rerun_runs_nothing_and_changes_rerun_exactly_affected(make_workflow, tmp_path):
+    counter = tmp_path / "launches"
+    data = tmp_path / "data.txt"
+    data.write_text("5\n")
+    calls = tmp_path / "calls"
+
+    def workflow_body(n_members: int):
+        def tally(path, offset):
+            with open(calls, "a") as fh:
+                fh.write("call\n")
+            return int(pathlib.Path(path).read_text()) + offset
+
+        source = scalems.executable(
+            counting(counter, 'cat "$1" > "$2"') + ["sh", data, scalems.output_file("value")], label="source"
+        )
+        members = scalems.executable(
+            [counting(counter, f"echo {i}") for i in range(n_members)], label="member"
+        )
+        totals = [scalems.submit(tally, source.file["value"], offset) for offset in (1, 2)]
+        return [t.result(timeout=120) for t in totals], [m.result(timeout=120).stdout for m in members]
+
+    with make_workflow(tmp_path / "work"):
+        first = workflow_body(3)
+    launches, function_calls = count_lines(counter), count_lines(calls)
+    assert first[0] == [6, 7]
+    assert function_calls == 2
+
+    with make_workflow(tmp_path / "work") as again:
+        second = workflow_body(3)
+    assert second == first
+    assert count_lines(counter) == launches, "a re-run launched task processes"
+    assert count_lines(calls) == function_calls, "a re-run called functions again"
+    assert all(t.from_cache for t in again.tasks)
+
+    data.write_text("10\n")  # same size, new content: only source and the two tallies re-run
+    with make_workflow(tmp_path / "work"):
+        third = workflow_body(3)
+    assert third[0] == [11, 12]
+    assert count_lines(counter) == launches + 1
+    assert count_lines(calls) == function_calls + 2
+
+    with make_workflow(tmp_path / "work", use_cache=False):
+        workflow_body(3)
+    assert count_lines(counter) == launches + 1 + 4
+
+
+def test_cached_outputs_restored_if_deleted(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        path = pathlib.Path(scalems.executable(["echo", "keep me"], label="keep").result(timeout=120).stdout)
+    path.unlink()
+    with make_workflow(tmp_path / "work"):
+        task = scalems.executable(["echo", "keep me"], label="keep")
+        assert task.from_cache
+        assert pathlib.Path(task.result().stdout).read_text() == "keep me\n"
+
+
+def test_labels_identity_and_ensembles(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        a = scalems.executable(["echo", "a"], label="same")
+        assert scalems.executable(["echo", "a"], label="same") is a
+        assert scalems.executable(["echo", "a"]) is a
+        with pytest.raises(DuplicateKeyError, match="same"):
+            scalems.executable(["echo", "b"], label="same")
+        ensemble = scalems.executable([["echo", str(i)] for i in range(4)], label="ens")
+        assert [m.label for m in ensemble] == ["ens-0", "ens-1", "ens-2", "ens-3"]
+        outputs = [pathlib.Path(r.stdout).read_text() for r in ensemble.result(timeout=120)]
+        assert outputs == ["0\n", "1\n", "2\n", "3\n"]
+        total = scalems.submit(sum, [scalems.submit(add_one, i) for i in range(4)])
+        assert total.result(timeout=120) == 10
+
+
+def test_wait_and_as_completed(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        tasks = [scalems.submit(add_one, i) for i in range(6)]
+        done, not_done = scalems.wait(tasks, timeout=120)
+        assert not not_done and done == set(tasks)
+        finished = list(scalems.as_completed(tasks, timeout=120))
+        assert sorted(t.result() for t in finished) == [1, 2, 3, 4, 5, 6]
+        callbacks = []
+        tasks[0].add_done_callback(callbacks.append)
+        assert callbacks == [tasks[0]]
+
+
+def test_argument_errors_are_reported_at_the_call(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        with pytest.raises(FileNotFoundError, match="no-such-input"):
+            scalems.executable(["cat", pathlib.Path("no-such-input.txt")])
+        with pytest.raises(TypeError, match="argv"):
+            scalems.executable("echo hello")
+        with pytest.raises(ValueError, match="resource"):
+            scalems.executable(["echo"], resources={"rank": 2})
+        task = scalems.executable(["echo"], label="t")
+        with pytest.raises(KeyError, match="declares no output file"):
+            task.file["nope"]
+
+
+def test_async_use_inside_running_loop(make_workflow, tmp_path):
+    async def notebook_cell():
+        async with make_workflow(tmp_path / "work"):
+            task = scalems.submit(add_one, 1)
+            ensemble = scalems.executable([["echo", str(i)] for i in range(2)])
+            value = await task
+            results = await ensemble
+        return value, [r.exitcode for r in results]
+
+    assert asyncio.run(asyncio.wait_for(notebook_cell(), 180)) == (2, [0, 0])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
+def test_no_processes_left_behind(make_workflow, tmp_path, no_leaked_processes):
+    with make_workflow(tmp_path / "work"):
+        scalems.submit(add_one, 1).result(timeout=120)
+        scalems.executable(["echo", "x"]).result(timeout=120)
