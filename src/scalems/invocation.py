@@ -249,20 +249,20 @@ def _report_error(error: BaseException, debug: bool) -> None:
 def _report(manager, limit: int = 10) -> bool:
     """Print where results are and which tasks failed. Returns True if any task failed."""
     tasks = manager.tasks
-    failed = [t for t in tasks if t.state.value == "failed"]
+    failed = [t for t in tasks if t.state.value in ("failed", "cancelled")]
     print(f"scalems: {manager.summary_line()}. Work directory: {manager.directory}", file=sys.stderr)
     done = [t for t in tasks if t.state.value == "done" and t.kind == "executable"]
     for task in done[:limit]:
         print(f"  {task.label}: {task.result().stdout}", file=sys.stderr)
     if len(done) > limit:
         print(f"  ... and {len(done) - limit} more under {manager.directory / 'scalems_tasks'}", file=sys.stderr)
-    roots = [t for t in failed if not type(t.exception()).__name__ == "UpstreamFailedError"]
+    roots = [t for t in failed if t.state.value == "failed" and type(t.exception()).__name__ != "UpstreamFailedError"]
     for task in roots:
         print(f"  FAILED {task.exception()}", file=sys.stderr)
         traceback_text = getattr(task.exception(), "remote_traceback", "")
         if traceback_text:
             print("    " + traceback_text.rstrip().replace("\n", "\n    "), file=sys.stderr)
-    skipped = len(failed) - len(roots)
+    skipped = sum(1 for t in failed if type(t.exception()).__name__ == "UpstreamFailedError")
     if skipped:
         print(f"  {skipped} task(s) were not run because a task they depend on failed.", file=sys.stderr)
     return bool(failed)

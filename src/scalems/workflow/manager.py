@@ -227,14 +227,16 @@ class WorkflowManager:
         if threading.current_thread() is self._thread:
             raise ContextError("A workflow cannot be closed from its own dispatcher thread.")
         self._state = "closing"
+        interrupt = None
         try:
             if not cancel:
                 try:
                     with self._condition:
                         while self._unfinished:
                             self._condition.wait(0.5)
-                except KeyboardInterrupt:
+                except KeyboardInterrupt as error:
                     logger.warning("Interrupted: cancelling the remaining tasks.")
+                    interrupt = error
                     cancel = True
             future = asyncio.run_coroutine_threadsafe(self._shutdown(cancel), self._loop)
             while True:
@@ -251,6 +253,8 @@ class WorkflowManager:
                 self._store.close()
             self._state = "closed"
             logger.info("Workflow closed: %s", self.summary_line())
+        if interrupt is not None:
+            raise interrupt  # after a clean shutdown, so the caller still learns it was interrupted
 
     async def _shutdown(self, cancel: bool):
         self._drain_incoming()
