@@ -183,7 +183,8 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
                 label=job.label,
                 directory=directory,
                 argv=argv,
-                env={},
+                # Functions pickled by reference must import from where the workflow script imports.
+                env={"PYTHONPATH": os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)},
                 stdin=None,
                 stdout="stdout",
                 stderr="stderr",
