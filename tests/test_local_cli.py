@@ -206,6 +206,20 @@ def main():
 """
 
 
+def _complete_labels(work: pathlib.Path) -> set:
+    """Labels the (live) runner has committed as complete, read without taking the store's lock."""
+    import sqlite3
+
+    database = work / "scalems_0_0" / "record.sqlite"
+    if not database.exists():
+        return set()
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+            return {row[0] for row in connection.execute("SELECT label FROM task WHERE state = 'complete'")}
+    except sqlite3.OperationalError:
+        return set()
+
+
 def test_kill_9_then_rerun_resumes_without_redoing_finished_work(tmp_path):
     log, gate = tmp_path / "launches.log", tmp_path / "gate"
     script = write_script(tmp_path, "resume.py", ENSEMBLE_WITH_LOG)
@@ -215,7 +229,7 @@ def test_kill_9_then_rerun_resumes_without_redoing_finished_work(tmp_path):
     try:
         # Members 0-3 finish at once; members 4 and 5 block on the gate, holding both cores.
         _wait_for(lambda: log.exists() and {"4", "5"} <= set(log.read_text().split()))
-        time.sleep(0.5)  # let the record of members 0-3 be committed (batched)
+        _wait_for(lambda: len(_complete_labels(work)) >= 4)  # the record is committed in batches
         os.killpg(runner.pid, signal.SIGKILL)
     finally:
         runner.wait(timeout=30)

@@ -58,6 +58,9 @@ from .task import FINAL_STATES, Ensemble, ExecutableResult, Task, TaskState, _in
 
 logger = logging.getLogger(__name__)
 
+#: Seconds within which finished tasks are committed to the record (writes are batched).
+FLUSH_DELAY = 0.2
+
 #: Where task working directories go, under the work directory.
 TASKS_DIRNAME = "scalems_tasks"
 
@@ -118,6 +121,7 @@ class WorkflowManager:
         self._scope_token = None
         self.counts = collections.Counter()
         self._progress = None
+        self._flush_scheduled = False
 
     # ---- life cycle --------------------------------------------------------------------------
     def __enter__(self):
@@ -355,8 +359,12 @@ class WorkflowManager:
         with self._condition:
             existing = self._tasks.get(uid)
             if existing is not None:
-                if label is None or label == existing.label:
-                    return existing  # the same work, described twice: one task.
+                # The same work described twice is one task; another label becomes an alias.
+                if label is not None and self._labels.setdefault(label, uid) != uid:
+                    raise DuplicateKeyError(
+                        f"Label {label!r} is already used by a different task in this workflow; labels must be unique."
+                    )
+                return existing
             if label is None:
                 label = f"{_safe_name(default_name)}-{uid[:8]}"
             elif self._labels.get(label, uid) != uid:
@@ -374,7 +382,8 @@ class WorkflowManager:
             cached = self._lookup_cached(task)
             if cached is not None:
                 task._cached = True
-                self.counts["cached"] += 1
+                with self._condition:
+                    self.counts["cached"] += 1
                 self._complete(task, TaskState.DONE, result=cached)
                 return task
         self._incoming.append((task, upstream))
@@ -553,7 +562,7 @@ class WorkflowManager:
                 stderr=stderr_path,
             )
         files = await self._store_outputs(task, spec.output_names())
-        self._store.record_task(
+        self._record(
             task.uid,
             label=task.label,
             kind="executable",
@@ -595,12 +604,26 @@ class WorkflowManager:
             raise TaskFailedError(task.label, uid=task.uid, reason=outcome.error or "no result was returned")
         text = outcome.result if isinstance(outcome.result, str) else json.dumps(outcome.result)
         value = _decode_function_result(task, text)
-        self._store.record_task(task.uid, label=task.label, kind="function", state="complete", result=text.encode())
+        self._record(task.uid, label=task.label, kind="function", state="complete", result=text.encode())
         return value
+
+    def _record(self, uid: str, **fields):
+        """Record a task outcome; the store batches writes, committed within FLUSH_DELAY seconds."""
+        self._store.record_task(uid, **fields)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_later(FLUSH_DELAY, self._flush)
+
+    def _flush(self):
+        self._flush_scheduled = False
+        try:
+            self._store.flush()
+        except Exception:
+            logger.exception("Could not write the task record to %s", self._store.path)
 
     def _record_failure(self, task: Task, error: BaseException):
         try:
-            self._store.record_task(task.uid, label=task.label, kind=task.kind, state="failed", error=str(error))
+            self._record(task.uid, label=task.label, kind=task.kind, state="failed", error=str(error))
         except Exception:
             logger.exception("Could not record the failure of %s", task.label)
 
