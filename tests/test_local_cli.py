@@ -288,3 +288,19 @@ def test_interrupt_stops_tasks_and_keeps_finished_results(tmp_path, no_leaked_pr
     again = run_module("scalems.local", "--cores", "2", script, str(log), str(gate), cwd=tmp_path)
     assert again.returncode == 0
     assert "(4 from earlier runs)" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "example, args, tasks",
+    [("basic/echo.py", ["hello", "world"], 1), ("pipeline/pipeline.py", ["7"], 3), ("ensemble/ensemble.py", ["5"], 6)],
+)
+def test_rerunning_examples_runs_nothing_and_gives_identical_results(tmp_path, example, args, tasks):
+    first = run_module("scalems.local", "--cores", "2", EXAMPLES / example, *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "scalems_tasks").rglob("*") if p.is_file()}
+    second = run_module("scalems.local", "--cores", "2", EXAMPLES / example, *args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert f"{tasks} tasks: {tasks} done ({tasks} from earlier runs)" in second.stderr
+    # Nothing was rewritten: no task ran again.
+    assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "scalems_tasks").rglob("*") if p.is_file()}
