@@ -1,6 +1,5 @@
 """``python -m scalems.local`` as a user runs it: examples, errors, limits, crashes and re-runs."""
 
-import json
 import os
 import pathlib
 import signal

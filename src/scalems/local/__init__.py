@@ -23,7 +23,15 @@ From Python (a plain script or a notebook)::
 
 from __future__ import annotations
 
-__all__ = ("parser", "workflow_manager", "workflow", "executor_factory", "configuration", "LocalConfiguration")
+__all__ = (
+    "parser",
+    "workflow_manager",
+    "workflow",
+    "executor_factory",
+    "configuration",
+    "LocalConfiguration",
+    "LocalExecutor",
+)
 
 import argparse
 import os

@@ -20,7 +20,6 @@ __all__ = ("WorkflowManager",)
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -28,15 +27,12 @@ import pathlib
 import re
 import shutil
 import threading
-import time
 import typing
 
 from scalems.exceptions import (
     ContextError,
-    DispatchError,
     DuplicateKeyError,
     ProtocolError,
-    ScaleMSError,
     TaskCancelledError,
     TaskFailedError,
     UpstreamFailedError,
