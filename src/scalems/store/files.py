@@ -98,7 +98,9 @@ def hash_file(path: os.PathLike | str) -> tuple[str, int, os.stat_result]:
             after = os.fstat(fh.fileno())
         if _stat_key(before) == _stat_key(after) and size == after.st_size:
             return digest, size, after
-    raise StoreError(f"{os.fspath(path)} kept changing while it was being read; is a process still writing it?")
+    raise StoreError(
+        f"{os.fspath(path)} kept changing while it was being read; is a process still writing it?"
+    )
 
 
 class ContentStore:
@@ -107,6 +109,7 @@ class ContentStore:
     def __init__(self, root: pathlib.Path, tmp: pathlib.Path):
         self.root = root
         self.tmp = tmp
+        self._root = os.fspath(root)  # str paths: record_task stats every named file, keep it cheap
         self._counter = itertools.count()
         self._subdirs: set[str] = set()
 
@@ -130,8 +133,9 @@ class ContentStore:
         return self.root / digest[:2] / digest
 
     def stat(self, digest: str) -> typing.Optional[os.stat_result]:
+        check_digest(digest)
         try:
-            return os.stat(self.path(digest))
+            return os.stat(f"{self._root}/{digest[:2]}/{digest}")
         except FileNotFoundError:
             return None
 
@@ -165,11 +169,14 @@ class ContentStore:
             raise StoreError(f"cannot store {src}: {exc.strerror}") from exc
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"cannot store {src}: not a regular file")
-        if link:
-            record = self._add_by_link(src)
-            if record is not None:
-                return record
-        return self._add_by_copy(src)
+        try:
+            if link:
+                record = self._add_by_link(src)
+                if record is not None:
+                    return record
+            return self._add_by_copy(src)
+        except OSError as exc:
+            raise StoreError(f"cannot store {src}: {exc}") from exc
 
     def _add_by_link(self, src: str) -> typing.Optional[FileRecord]:
         """Link under a temporary name, then hash the link: what is hashed is what gets stored."""
@@ -199,8 +206,6 @@ class ContentStore:
                 if _stat_key(before) == _stat_key(after) and size == after.st_size:
                     self._publish(tmp, digest, before.st_mode)
                     return FileRecord(digest, size)
-            except OSError as exc:
-                raise StoreError(f"cannot store {src}: {exc}") from exc
             finally:
                 _unlink_quietly(tmp)
         raise StoreError(f"{src} kept changing while it was being stored; is a process still writing it?")
@@ -240,7 +245,11 @@ class ContentStore:
         if sub not in self._subdirs:
             (self.root / sub).mkdir(exist_ok=True)
             self._subdirs.add(sub)
-        os.rename(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except FileNotFoundError:  # the subdirectory was removed behind our back
+            (self.root / sub).mkdir(exist_ok=True)
+            os.rename(tmp, dest)
 
     # --- getting content out ---
 

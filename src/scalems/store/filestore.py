@@ -28,7 +28,6 @@ import stat
 import threading
 import time
 import typing
-import weakref
 
 from scalems.exceptions import StoreError
 from .files import ContentStore, FileRecord, hash_file
@@ -45,7 +44,8 @@ LAYOUT = "scalems_0_0"
 # filesystems) can leave size and mtime unchanged.
 _RACY_NS = 2_000_000_000
 
-_OPEN_STORES: "weakref.WeakSet[FileStore]" = weakref.WeakSet()
+# Strong references: a store dropped without close() stays open until exit, where its buffer is committed.
+_OPEN_STORES: "set[FileStore]" = set()
 _FORK_ORPHANS: list = []  # connections inherited by a forked child: never closed, never used
 
 
@@ -84,7 +84,9 @@ class FileStore:
         """Take ownership of the work directory and open the record. Returns self."""
         with self._state_lock:
             if self._forked:
-                raise StoreError(f"{self.path} was opened by the parent of this forked process; open a new FileStore")
+                raise StoreError(
+                    f"{self.path} was opened by the parent of this forked process; open a new FileStore"
+                )
             if self._open:
                 return self
             try:
@@ -282,7 +284,9 @@ class FileStore:
                 raise StoreError(f"task {uid}: {name} must be a string, not {value!r}")
         if result is not None:
             if not isinstance(result, (bytes, bytearray, memoryview)):
-                raise StoreError(f"task {label!r}: result must be bytes (encoded by the caller), not {type(result)}")
+                raise StoreError(
+                    f"task {label!r}: result must be bytes (encoded by the caller), not {type(result)}"
+                )
             result = bytes(result)
         checked = {}
         for name, record in files.items():

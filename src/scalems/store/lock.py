@@ -23,13 +23,12 @@ import shlex
 import socket
 import sys
 import time
-import weakref
 
 from scalems.exceptions import StoreError, StoreLockedError
 
 logger = logging.getLogger(__name__)
 
-_HELD: "weakref.WeakSet[OwnerLock]" = weakref.WeakSet()
+_HELD: "set[OwnerLock]" = set()
 
 
 class OwnerLock:
@@ -140,10 +139,10 @@ def _read_note(path: str) -> dict | None:
 
 
 def _format_note(note: dict) -> str:
-    return (
-        f"pid {note.get('pid')} on host {note.get('hostname')}, "
-        f"command: {note.get('command')}, started {note.get('started')}"
-    )
+    command = str(note.get("command"))
+    if len(command) > 200:
+        command = command[:197] + "..."
+    return f"pid {note.get('pid')} on host {note.get('hostname')}, command: {command}, started {note.get('started')}"
 
 
 def _pid_alive(pid: int) -> bool:

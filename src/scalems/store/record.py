@@ -25,6 +25,7 @@ from __future__ import annotations
 __all__ = ("TaskRecord", "Record", "SCHEMA_VERSION", "COMPLETE")
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -85,18 +86,52 @@ class TaskRecord:
     updated: float
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # reused: json.dumps(separators=...) builds one per call
+
+
 def _encode_files(files: dict[str, FileRecord]) -> str:
-    return json.dumps({name: [f.digest, f.size] for name, f in files.items()}, separators=(",", ":"))
+    if not files:
+        return "{}"
+    return _ENCODER.encode({name: [f.digest, f.size] for name, f in files.items()})
+
+
+_new = object.__new__
 
 
 def _decode(row) -> TaskRecord:
+    """Row to record. Bypasses the frozen-dataclass __init__ (3x slower): bulk reads decode 100k rows."""
     uid, label, kind, state, result, files, error, updated = row
-    decoded = {name: FileRecord(d, s) for name, (d, s) in json.loads(files).items()} if files != "{}" else {}
-    return TaskRecord(uid, label, kind, state, result, decoded, error, updated)
+    decoded = {}
+    if files != "{}":
+        for name, (digest, size) in json.loads(files).items():
+            f = _new(FileRecord)
+            f.__dict__.update(digest=digest, size=size)
+            decoded[name] = f
+    rec = _new(TaskRecord)
+    rec.__dict__.update(
+        uid=uid,
+        label=label,
+        kind=kind,
+        state=state,
+        result=result,
+        files=decoded,
+        error=error,
+        updated=updated,
+    )
+    return rec
 
 
 def _row(rec: TaskRecord) -> tuple:
-    return rec.uid, rec.label, rec.kind, rec.state, rec.result, _encode_files(rec.files), rec.error, rec.updated
+    return (
+        rec.uid,
+        rec.label,
+        rec.kind,
+        rec.state,
+        rec.result,
+        _encode_files(rec.files),
+        rec.error,
+        rec.updated,
+    )
 
 
 def _int64(value: int) -> int:
@@ -135,6 +170,11 @@ class Record:
             if mode.lower() != "wal":
                 logger.warning("The task record %s could not use WAL mode (got %s).", self.db_path, mode)
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Re-runs look up every uid: read pages through mmap and keep more of them cached.
+            conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute("PRAGMA cache_size=-32768")
+            # Checkpoints fsync; with bursts of batches, fewer and larger ones are cheaper.
+            conn.execute("PRAGMA wal_autocheckpoint=4000")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 conn.execute("BEGIN IMMEDIATE")
@@ -207,23 +247,31 @@ class Record:
     def get_many(self, uids: typing.Iterable[str]) -> dict[str, TaskRecord]:
         """Records for those of *uids* that have one (missing uids are absent from the result)."""
         found: dict[str, TaskRecord] = {}
-        rows = []
-        with self._lock:
-            pending = self._pending
-            wanted = []
-            for uid in uids:
-                hit = pending.get(uid)
-                if hit is None:
-                    wanted.append(uid)
-                elif hit is not _FORGOTTEN:
-                    found[uid] = hit
-            conn = self._conn
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows.extend(conn.execute(f"SELECT {_COLUMNS} FROM task WHERE uid IN ({marks})", chunk))
-        for row in rows:
-            found[row[0]] = _decode(row)
+        rows: list = []
+        # Nothing here creates reference cycles, but 100k new rows and records would trigger
+        # full collections (traversing every earlier result too) that more than double the time.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with self._lock:
+                pending = self._pending
+                wanted = []
+                for uid in uids:
+                    hit = pending.get(uid)
+                    if hit is None:
+                        wanted.append(uid)
+                    elif hit is not _FORGOTTEN:
+                        found[uid] = hit
+                conn = self._conn
+                for start in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[start : start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows.extend(conn.execute(f"SELECT {_COLUMNS} FROM task WHERE uid IN ({marks})", chunk))
+            for row in rows:  # decoded outside the lock: writers need not wait for this
+                found[row[0]] = _decode(row)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         return found
 
     def put(self, rec: TaskRecord):
@@ -353,7 +401,9 @@ class Record:
             if forgotten:
                 conn.executemany("DELETE FROM task WHERE uid=?", forgotten)
             if records:
-                conn.executemany(f"INSERT OR REPLACE INTO task ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", records)
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO task ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", records
+                )
             if memo:
                 conn.executemany("INSERT OR REPLACE INTO digest_memo VALUES (?,?,?,?,?,?,?)", memo)
             conn.execute("COMMIT")

@@ -374,7 +374,9 @@ class WorkflowManager:
             self._order.append(task)
             self._unfinished += 1
             self.counts["added"] += 1
-        if self.use_cache:
+        if not self.use_cache:
+            self._store.forget_task(uid)  # a complete record is final unless dropped first
+        else:
             cached = self._lookup_cached(task)
             if cached is not None:
                 task._cached = True
@@ -409,11 +411,13 @@ class WorkflowManager:
                 if not intact:
                     if not self._store.has_file(file_record.digest):
                         logger.info("Cached output %s of %s is gone; running it again.", name, task.label)
+                        self._store.forget_task(task.uid)
                         return None
                     self._store.restore_file(file_record.digest, path)
             return _executable_result(task, info["exitcode"])
         except Exception as error:  # a damaged record never stops a run: compute again.
             logger.warning("Ignoring unusable cached result of %s: %s", task.label, error)
+            self._store.forget_task(task.uid)
             return None
 
     # ---- dispatcher-side graph handling (event loop thread) ----------------------------------------
