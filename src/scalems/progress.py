@@ -10,7 +10,6 @@ __all__ = ("ProgressLine",)
 
 import sys
 import threading
-import time
 
 
 class ProgressLine:
