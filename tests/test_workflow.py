@@ -246,3 +246,18 @@ def test_no_processes_left_behind(make_workflow, tmp_path, no_leaked_processes):
     with make_workflow(tmp_path / "work"):
         scalems.submit(add_one, 1).result(timeout=120)
         scalems.executable(["echo", "x"]).result(timeout=120)
+
+
+def crash_worker(code):
+    import os
+
+    os._exit(code)
+
+
+def test_function_that_kills_its_process_fails_alone(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        crashed = scalems.submit(crash_worker, 3)
+        after = [scalems.submit(add_one, i) for i in range(8)]
+        with pytest.raises(TaskFailedError, match="crash_worker|exit|status 3"):
+            crashed.result(timeout=120)
+        assert [t.result(timeout=120) for t in after] == list(range(1, 9))

@@ -38,6 +38,10 @@ class RuntimeManager(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
     #: Remote backends stage call records through it; the local warm workers do not.
     function_jobs_need_directory: bool = True
 
+    #: Single-core function jobs the manager may hand over beyond :meth:`capacity`. The backend
+    #: queues them next to running ones (not running them), so workers never idle between calls.
+    prefetch: int = 0
+
     runtime: typing.Optional[RuntimeT] = None
 
     def __init__(self, *, configuration: ConfigT):

@@ -25,7 +25,7 @@ from scalems.execution import (
     Resources,
     RuntimeManager,
 )
-from .workers import WorkerDied, WorkerPool
+from .workers import QUEUE_DEPTH, WorkerDied, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
 
     def __init__(self, *, configuration: typing.Optional[LocalConfiguration] = None, work_dir=None):
         super().__init__(configuration=configuration or LocalConfiguration())
+        self.prefetch = self.configuration().cores * (QUEUE_DEPTH - 1)
         self._work_dir = None if work_dir is None else os.fspath(work_dir)
         self._processes: set = set()
 

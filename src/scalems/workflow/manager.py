@@ -463,11 +463,12 @@ class WorkflowManager:
                 ready.popleft()
                 continue
             resources = task.spec.resources
-            if capacity is not None and self._cores_in_use and (
-                self._cores_in_use + resources.cores > capacity.cores
-                or self._gpus_in_use + resources.gpus > capacity.gpus
-            ):
-                break
+            if capacity is not None and self._cores_in_use:
+                cores = capacity.cores
+                if task.kind == "function" and resources.cores == 1 and not resources.gpus:
+                    cores += self._backend.prefetch
+                if self._cores_in_use + resources.cores > cores or self._gpus_in_use + resources.gpus > capacity.gpus:
+                    break
             ready.popleft()
             self._cores_in_use += resources.cores
             self._gpus_in_use += resources.gpus
