@@ -166,6 +166,7 @@ def test_rerun_runs_nothing_and_changes_rerun_exactly_affected(make_workflow, tm
     assert count_lines(counter) == launches, "a re-run launched task processes"
     assert count_lines(calls) == function_calls, "a re-run called functions again"
     assert all(t.from_cache for t in again.tasks)
+    assert not again.backend_started, "a fully cached re-run should not start the backend"
 
     data.write_text("10\n")  # same size, new content: only source and the two tallies re-run
     with make_workflow(tmp_path / "work"):
@@ -261,3 +262,20 @@ def test_function_that_kills_its_process_fails_alone(make_workflow, tmp_path):
         with pytest.raises(TaskFailedError, match="crash_worker|exit|status 3"):
             crashed.result(timeout=120)
         assert [t.result(timeout=120) for t in after] == list(range(1, 9))
+
+
+def test_backend_that_cannot_start_fails_tasks_with_its_reason(tmp_path):
+    from scalems.local.runtime import LocalExecutor
+    from scalems.workflow import WorkflowManager
+
+    class Broken(LocalExecutor):
+        async def runtime_startup(self):
+            raise RuntimeError("allocation refused by the batch system")
+
+    manager = WorkflowManager(lambda m, p: Broken(), directory=tmp_path, progress=False)
+    with manager:
+        tasks = [scalems.executable(["echo", str(i)]) for i in range(3)]
+        for task in tasks:
+            with pytest.raises(TaskFailedError, match="could not start: allocation refused"):
+                task.result(timeout=60)
+    assert manager.backend_error is not None

@@ -256,13 +256,20 @@ def _report(manager, limit: int = 10) -> bool:
         print(f"  {task.label}: {task.result().stdout}", file=sys.stderr)
     if len(done) > limit:
         print(f"  ... and {len(done) - limit} more under {manager.directory / 'scalems_tasks'}", file=sys.stderr)
-    roots = [t for t in failed if t.state.value == "failed" and type(t.exception()).__name__ != "UpstreamFailedError"]
-    for task in roots:
+    backend_error = manager.backend_error
+    if backend_error is not None:
+        print(f"scalems: error: the backend could not start: {backend_error}", file=sys.stderr)
+    unrunnable = [t for t in failed if backend_error is not None and t.exception().__cause__ is backend_error]
+    if unrunnable:
+        print(f"  {len(unrunnable)} task(s) could not run because of it.", file=sys.stderr)
+    upstream = [t for t in failed if type(t.exception()).__name__ == "UpstreamFailedError"]
+    for task in failed:
+        if task.state.value != "failed" or task in unrunnable or task in upstream:
+            continue
         print(f"  FAILED {task.exception()}", file=sys.stderr)
         traceback_text = getattr(task.exception(), "remote_traceback", "")
         if traceback_text:
             print("    " + traceback_text.rstrip().replace("\n", "\n    "), file=sys.stderr)
-    skipped = sum(1 for t in failed if type(t.exception()).__name__ == "UpstreamFailedError")
-    if skipped:
-        print(f"  {skipped} task(s) were not run because a task they depend on failed.", file=sys.stderr)
+    if upstream:
+        print(f"  {len(upstream)} task(s) were not run because a task they depend on failed.", file=sys.stderr)
     return bool(failed)

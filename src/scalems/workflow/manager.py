@@ -118,6 +118,11 @@ class WorkflowManager:
         self.counts = collections.Counter()
         self._progress = None
         self._flush_scheduled = False
+        # The backend starts when the first task needs it: a re-run whose results are all
+        # recorded never starts a session (or queues a pilot job on a batch system).
+        self._backend_state = "new"
+        self._backend_starter: typing.Optional[asyncio.Task] = None
+        self.backend_error: typing.Optional[BaseException] = None
 
     # ---- life cycle --------------------------------------------------------------------------
     def __enter__(self):
@@ -139,6 +144,11 @@ class WorkflowManager:
         self._leave_scope()
         await asyncio.to_thread(self._close_machinery, cancel)
         return False
+
+    @property
+    def backend_started(self) -> bool:
+        """Whether the backend was started (it starts when the first task has to run)."""
+        return self._backend_state in ("running", "failed")
 
     @property
     def closed(self) -> bool:
@@ -181,13 +191,6 @@ class WorkflowManager:
             self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="scalems-dispatcher", daemon=True)
             self._thread.start()
             ready.wait()
-            future = asyncio.run_coroutine_threadsafe(self._backend.__aenter__(), self._loop)
-            try:
-                future.result()
-            except BaseException:
-                future.cancel()
-                raise
-            self._capacity = self._backend.capacity()
         except BaseException:
             self._stop_loop()
             store.close()
@@ -270,7 +273,11 @@ class WorkflowManager:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         try:
-            await self._backend.__aexit__(None, None, None)
+            if self._backend_state == "starting":
+                self._backend_starter.cancel()
+                await asyncio.gather(self._backend_starter, return_exceptions=True)
+            if self._backend_state == "running":
+                await self._backend.__aexit__(None, None, None)
         finally:
             self._store.flush()
 
@@ -453,7 +460,14 @@ class WorkflowManager:
         self._ready.append(task)
 
     def _pump(self):
-        if self._state not in ("running", "closing"):
+        if self._state not in ("running", "closing") or not self._ready:
+            return
+        if self._backend_state != "running":
+            if self._backend_state == "new":
+                self._backend_state = "starting"
+                self._backend_starter = self._loop.create_task(self._start_backend())
+            elif self._backend_state == "failed":
+                self._fail_ready(self.backend_error)
             return
         capacity = self._capacity
         ready = self._ready
@@ -476,6 +490,31 @@ class WorkflowManager:
                 task._state = TaskState.RUNNING
             self.counts["running"] += 1
             self._running[task] = self._loop.create_task(self._execute(task))
+
+    async def _start_backend(self):
+        try:
+            await self._backend.__aenter__()
+        except asyncio.CancelledError:
+            self._backend_state = "failed"
+            self.backend_error = DispatchError(f"the {self._backend.name} backend start was cancelled")
+            raise
+        except Exception as error:
+            logger.debug("Backend start-up failed", exc_info=True)
+            self._backend_state = "failed"
+            self.backend_error = error
+        else:
+            self._backend_state = "running"
+            self._capacity = self._backend.capacity()
+            logger.info("Backend %s is running", self._backend.name)
+        self._pump()
+
+    def _fail_ready(self, error: BaseException):
+        """The backend cannot run anything: fail every task that is ready to run."""
+        while self._ready:
+            task = self._ready.popleft()
+            failure = TaskFailedError(task.label, uid=task.uid, reason=f"the {self._backend.name} backend could not start: {error}")
+            failure.__cause__ = error
+            self._complete(task, TaskState.FAILED, exception=failure)
 
     async def _execute(self, task: Task):
         resources = task.spec.resources
