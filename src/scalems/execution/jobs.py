@@ -9,6 +9,7 @@ look at the task graph or the store.
 from __future__ import annotations
 
 __all__ = (
+    "DEFAULT_RESOURCES",
     "Resources",
     "InputFile",
     "ExecutableJob",
@@ -74,7 +75,13 @@ class Resources:
         return cls(**fields)
 
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        cached = _AS_DICT.get(self)
+        if cached is None:
+            cached = _AS_DICT[self] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dict(cached)
+
+
+_AS_DICT: dict = {}
 
 
 DEFAULT_RESOURCES = Resources()

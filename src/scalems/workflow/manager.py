@@ -38,6 +38,7 @@ from scalems.exceptions import (
     UpstreamFailedError,
 )
 from scalems.execution.jobs import (
+    DEFAULT_RESOURCES,
     ExecutableJob,
     ExecutableOutcome,
     FunctionJob,
@@ -374,8 +375,9 @@ class WorkflowManager:
                 raise DuplicateKeyError(
                     f"Label {label!r} is already used by a different task in this workflow; labels must be unique."
                 )
-            self._backend.check_fits(label, spec.resources)
-            task = Task(self, uid=uid, label=label, kind=kind, spec=spec, directory=self._task_directory(label))
+            if spec.resources is not DEFAULT_RESOURCES:
+                self._backend.check_fits(label, spec.resources)
+            task = Task(self, uid=uid, label=label, kind=kind, spec=spec)
             self._tasks[uid] = task
             self._labels[label] = uid
             self._order.append(task)
@@ -385,7 +387,7 @@ class WorkflowManager:
             self._store.forget_task(uid)  # a complete record is final unless dropped first
         else:
             cached = self._lookup_cached(task)
-            if cached is not None:
+            if cached is not None or task._decode is not None:
                 task._cached = True
                 with self._condition:
                     self.counts["cached"] += 1
@@ -407,7 +409,9 @@ class WorkflowManager:
             return None
         try:
             if task.kind == "function":
-                return _decode_function_result(task, record.result.decode("utf-8"))
+                text = record.result.decode("utf-8")
+                task._decode = lambda: _decode_function_result(task, text)  # decoded when first asked for
+                return None
             info = json.loads(record.result)
             for name, file_record in record.files.items():
                 path = task.directory / name

@@ -68,7 +68,6 @@ class Task:
         "label",
         "kind",
         "spec",
-        "directory",
         "_manager",
         "_state",
         "_result",
@@ -77,15 +76,15 @@ class Task:
         "_dependents",
         "_waiting_on",
         "_cached",
+        "_decode",
         "__weakref__",
     )
 
-    def __init__(self, manager, *, uid: str, label: str, kind: str, spec, directory: pathlib.Path):
+    def __init__(self, manager, *, uid: str, label: str, kind: str, spec):
         self.uid = uid
         self.label = label
         self.kind = kind
         self.spec = spec
-        self.directory = directory
         self._manager = manager
         self._state = TaskState.WAITING
         self._result = None
@@ -94,11 +93,17 @@ class Task:
         self._dependents: typing.Optional[list] = None
         self._waiting_on = 0
         self._cached = False
+        self._decode: typing.Optional[typing.Callable] = None  # decodes a recorded result on first use
 
     # ---- queries -------------------------------------------------------------------------
     @property
     def state(self) -> TaskState:
         return self._state
+
+    @property
+    def directory(self) -> pathlib.Path:
+        """The task's working directory (under the work directory's ``scalems_tasks/``)."""
+        return self._manager._task_directory(self.label)
 
     @property
     def from_cache(self) -> bool:
@@ -122,12 +127,26 @@ class Task:
     def result(self, timeout: typing.Optional[float] = None):
         """Wait for the task and return its result, or raise why it has none."""
         self._wait(timeout)
+        if self._decode is not None:
+            self._decode_result()
         if self._exception is not None:
             raise self._exception
         return self._result
 
+    def _decode_result(self):
+        with self._manager._condition:
+            decode, self._decode = self._decode, None
+            if decode is None:
+                return
+            try:
+                self._result = decode()
+            except BaseException as error:
+                self._exception = error
+
     def exception(self, timeout: typing.Optional[float] = None) -> typing.Optional[BaseException]:
         self._wait(timeout)
+        if self._decode is not None:
+            self._decode_result()
         return self._exception
 
     def _wait(self, timeout):
