@@ -1,0 +1,10 @@
+"""``python -m scalems.radical``: see :mod:`scalems.radical`."""
+
+import scalems.invocation
+import scalems.radical
+
+scalems.invocation.run(
+    parser=scalems.radical.parser,
+    executor_factory=scalems.radical.executor_factory,
+    configure=scalems.radical.configuration,
+)

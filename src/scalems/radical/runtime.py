@@ -1,0 +1,426 @@
+"""The RADICAL-Pilot execution backend: :class:`RPDispatchingExecutor`.
+
+The workflow layer enters the backend on its dispatcher event loop and calls
+:meth:`~scalems.execution.RuntimeManager.run` concurrently for many jobs. RP
+calls block, so they run in worker threads: session start-up and close in
+their own threads, task submission and cancellation in one long-lived
+submitter thread (which submits whatever has queued up as one bulk). RP
+reports task states from its own thread; :class:`~.task.TaskWatcher` hands
+them to the event loop.
+"""
+
+from __future__ import annotations
+
+__all__ = ("RPDispatchingExecutor", "executor_factory", "current_configuration")
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import itertools
+import logging
+import os
+import pathlib
+import queue
+import threading
+import typing
+
+from scalems.exceptions import (
+    APIError,
+    ConfigurationError,
+    DispatchError,
+    MissingDependencyError,
+    MissingImplementationError,
+)
+
+try:
+    import radical.pilot as rp
+except ImportError as _error:  # pragma: no cover - depends on the installation
+    raise MissingDependencyError("radical.pilot", "radical") from _error
+
+from scalems.execution import (
+    ExecutableJob,
+    ExecutableOutcome,
+    FunctionJob,
+    FunctionOutcome,
+    InputFile,
+    RuntimeManager,
+)
+
+from .runtime_configuration import RuntimeConfiguration
+from .session import RuntimeSession, await_bounded, in_thread
+from .task import (
+    CALL_FILE,
+    PathAliases,
+    StagingError,
+    TaskWatcher,
+    describe_executable,
+    describe_function,
+    executable_outcome,
+    function_outcome,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Name of the folder (in the work directory) holding RP's client-side session folders.
+SESSION_DIRNAME = "scalems_radical"
+
+#: Local pilots normally start in ~20 s; a pilot that takes this long has a problem.
+LOCAL_PILOT_STARTUP_TIMEOUT = 300.0
+
+#: After cancelling an RP task, wait this long for RP to confirm, so that no late
+#: staging writes into a task directory the workflow may already reuse.
+CANCEL_CONFIRM_TIMEOUT = 10.0
+
+_configuration: contextvars.ContextVar[typing.Optional[RuntimeConfiguration]] = contextvars.ContextVar(
+    "scalems.radical.configuration", default=None
+)
+
+
+def current_configuration() -> typing.Optional[RuntimeConfiguration]:
+    """The configuration of the RADICAL backend active in this context, if any.
+
+    Set while an :class:`RPDispatchingExecutor` is entered, in the context that
+    entered it (and tasks created from there).
+    """
+    return _configuration.get()
+
+
+def _raptor_client_class():
+    """The Raptor client class, or a ConfigurationError saying why --enable-raptor cannot work."""
+    try:
+        from scalems.radical.raptor import RaptorClient
+    except (ImportError, MissingImplementationError, NotImplementedError, AttributeError) as error:
+        raise ConfigurationError(
+            f"--enable-raptor needs scalems.radical.raptor.RaptorClient, which is not available here ({error}). "
+            "Run without --enable-raptor: function tasks then run as 'python -m scalems.call' RP tasks."
+        ) from error
+    return RaptorClient
+
+
+class _Submitter:
+    """One daemon thread that submits and cancels RP tasks, in bulk, in order of request."""
+
+    def __init__(self, task_manager: rp.TaskManager, watcher: TaskWatcher):
+        self._tmgr = task_manager
+        self._watcher = watcher
+        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="scalems-rp-submit", daemon=True)
+        self._thread.start()
+
+    def submit(self, description: rp.TaskDescription) -> None:
+        self._queue.put(("submit", description))
+
+    def cancel(self, uid: str) -> None:
+        self._queue.put(("cancel", uid))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self):
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while item is not None:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            submit = [value for kind, value in (b for b in batch if b is not None) if kind == "submit"]
+            cancel = [value for kind, value in (b for b in batch if b is not None) if kind == "cancel"]
+            if submit:
+                try:
+                    self._tmgr.submit_tasks(submit)
+                except Exception:  # noqa: BLE001 - one bad description must not fail the whole bulk
+                    for description in submit:
+                        self._submit_one(description)
+            if cancel:
+                try:
+                    self._tmgr.cancel_tasks(cancel)
+                except Exception:  # noqa: BLE001
+                    logger.exception("Could not cancel RP task(s) %s", cancel)
+            if batch[-1] is None:
+                return
+
+    def _submit_one(self, description: rp.TaskDescription):
+        try:
+            self._tmgr.submit_tasks([description])
+        except Exception as error:  # noqa: BLE001 - reported to the waiting job
+            logger.exception("RADICAL-Pilot refused task %s (%s)", description.uid, description.name)
+            self._watcher.fail(
+                description.uid, DispatchError(f"RADICAL-Pilot refused task {description.name!r}: {error}")
+            )
+
+
+class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
+    """Runs jobs as RADICAL-Pilot tasks on one pilot.
+
+    Executables become ``rp.TaskDescription`` s with staging of their inputs,
+    stdin, stdout, stderr and declared outputs; function calls become ``python
+    -m scalems.call`` tasks, or go to a scalems Raptor worker when
+    ``enable_raptor`` is set. Results are staged back into each job's local
+    directory.
+
+    Args:
+        configuration: the backend settings.
+        work_dir: the workflow's work directory; RP's client-side session folder
+            goes into its ``scalems_radical`` folder unless the configuration says otherwise.
+    """
+
+    name = "radical"
+    function_jobs_need_directory = True
+
+    def __init__(self, *, configuration: RuntimeConfiguration, work_dir: typing.Optional[os.PathLike] = None):
+        if not isinstance(configuration, RuntimeConfiguration):
+            raise TypeError(
+                f"scalems.radical needs a RuntimeConfiguration, got {type(configuration).__name__}; "
+                "use scalems.radical.configuration(...)"
+            )
+        if configuration.enable_raptor:
+            _raptor_client_class()  # fail now, before a pilot is started for nothing
+        super().__init__(configuration=configuration)
+        if configuration.session_dir is not None:
+            session_dir = pathlib.Path(configuration.session_dir)
+        else:
+            session_dir = (
+                pathlib.Path(work_dir if work_dir is not None else os.getcwd()).absolute() / SESSION_DIRNAME
+            )
+        self.session_dir = session_dir
+        self._watcher: typing.Optional[TaskWatcher] = None
+        self._submitter: typing.Optional[_Submitter] = None
+        self._raptor = None
+        self._aliases = PathAliases()
+        self._counter = itertools.count()
+        self._pilot_error: typing.Optional[str] = None
+        self._closing = False
+
+    # -- configuration scope -------------------------------------------------------------
+    @contextlib.contextmanager
+    def runtime_configuration(self) -> typing.Iterator[RuntimeConfiguration]:
+        """Publish the configuration for :func:`current_configuration`; refuse nesting."""
+        if _configuration.get() is not None:
+            raise APIError(
+                "A scalems.radical runtime is already active in this context; it cannot be nested."
+            )
+        config = self.configuration()
+        token = _configuration.set(config)
+        try:
+            yield config
+        finally:
+            try:
+                _configuration.reset(token)
+            except ValueError:
+                # Left from another asyncio task than the one that entered: that context is gone anyway.
+                _configuration.set(None)
+
+    # -- start-up and shut-down ------------------------------------------------------------
+    @property
+    def raptor(self):
+        """The Raptor client, when ``enable_raptor`` is set and the backend is running."""
+        return self._raptor
+
+    async def runtime_startup(self) -> RuntimeSession:
+        """Start the RP session and pilot; with ``enable_raptor``, the scalems Raptor master.
+
+        Raises:
+            DispatchError: the pilot could not be started (the message says where its logs are).
+            ConfigurationError: RP refused the configuration.
+        """
+        config = self.configuration()
+        loop = asyncio.get_running_loop()
+        runtime = RuntimeSession(config, self.session_dir)
+        self._watcher = TaskWatcher(loop)
+        try:
+            await self._step(runtime, runtime.open, self._on_pilot_state, what="session start-up")
+            tmgr = runtime.task_manager()
+            await self._step(
+                runtime, tmgr.register_callback, self._watcher.callback, what="callback registration"
+            )
+            self._submitter = _Submitter(tmgr, self._watcher)
+            timeout = config.pilot_startup_timeout
+            if timeout is None and config.is_local:
+                timeout = LOCAL_PILOT_STARTUP_TIMEOUT
+            await self._step(runtime, runtime.wait_for_pilot, timeout, what="pilot start-up")
+            if config.enable_raptor:
+                self._raptor = await self._start_raptor(runtime)
+        except BaseException as error:
+            if not isinstance(error, (asyncio.CancelledError, DispatchError, ConfigurationError)):
+                logger.exception("RADICAL-Pilot start-up failed")
+            try:
+                await self._teardown(runtime)
+            except asyncio.CancelledError:
+                pass
+            if isinstance(error, (ValueError, RuntimeError)) and not isinstance(error, ConfigurationError):
+                raise DispatchError(f"RADICAL-Pilot could not be started: {error}") from error
+            raise
+        return runtime
+
+    async def _step(self, runtime: RuntimeSession, func, *args, what: str):
+        """Run one blocking start-up step in a thread; on cancellation, stop it and wait for it."""
+        future = in_thread(func, *args, name=f"scalems-rp-{what.replace(' ', '-')}")
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            runtime.abort()
+            try:
+                await await_bounded(future, self.configuration().close_timeout, what)
+            except BaseException:  # noqa: BLE001 - we are leaving anyway
+                pass
+            raise
+
+    async def _start_raptor(self, runtime: RuntimeSession):
+        RaptorClient = _raptor_client_class()
+        directory = self.session_dir / "raptor"
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        # ---- Raptor hook -----------------------------------------------------------------
+        # scalems.radical.raptor owns the master/worker protocol; this backend only hands it
+        # the running session and routes function jobs to it (see run_function).
+        return await RaptorClient.start(
+            session=runtime, configuration=self.configuration(), datastore_dir=directory
+        )
+
+    async def runtime_shutdown(self, runtime: RuntimeSession) -> None:
+        """Stop Raptor, cancel what is still queued, close the session (bounded, even on Ctrl-C)."""
+        self._closing = True
+        try:
+            raptor, self._raptor = self._raptor, None
+            if raptor is not None:
+                try:
+                    # ---- Raptor hook: shut the master and its workers down. ----
+                    await raptor.stop()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - the session close below ends it anyway
+                    logger.exception("Stopping the scalems Raptor master failed")
+            if self._watcher is not None:
+                pending = self._watcher.pending()
+                if pending:
+                    logger.warning("Closing the RADICAL backend with %d task(s) still pending.", len(pending))
+                    if self._submitter is not None:
+                        for uid in pending:
+                            self._submitter.cancel(uid)
+                self._watcher.fail_all(
+                    DispatchError("the RADICAL backend was closed before the task finished")
+                )
+        finally:
+            await self._teardown(runtime)
+
+    async def _teardown(self, runtime: RuntimeSession) -> None:
+        self._closing = True
+        if self._submitter is not None:
+            self._submitter.stop()
+            self._submitter = None
+        try:
+            closing = in_thread(runtime.close, name="scalems-rp-close")
+            await await_bounded(closing, self.configuration().close_timeout, "closing the session")
+        finally:
+            self._aliases.close()
+
+    def _on_pilot_state(self, pilot, state=None, *args):
+        """RP thread: a pilot that ends while the backend runs fails every waiting job.
+
+        RP 1.103 calls pilot callbacks as ``cb([pilot])`` (a list, no state), not as
+        documented ``cb(pilot, state)``; accept both.
+        """
+        if isinstance(pilot, (list, tuple)):
+            for one in pilot:
+                self._pilot_ended(one, one.state)
+        else:
+            self._pilot_ended(pilot, pilot.state if state is None else state)
+
+    def _pilot_ended(self, pilot, state):
+        if state not in rp.FINAL or self._closing or self._pilot_error is not None:
+            return
+        message = (
+            f"Pilot {pilot.uid} on {self.configuration().execution_target!r} ended ({state}) while the workflow "
+            f"was running; its sandbox: {getattr(pilot, 'pilot_sandbox', '?')}"
+        )
+        if state == rp.DONE:
+            message += " (the pilot's run time limit may have been reached: raise it with --pilot-option runtime=MINUTES)"
+        self._pilot_error = message
+        logger.error(message)
+        if self._watcher is not None:
+            self._watcher.fail_all(DispatchError(message))
+
+    # -- running jobs ----------------------------------------------------------------------
+    def _check_running(self):
+        if self._pilot_error is not None:
+            raise DispatchError(self._pilot_error)
+        if self._submitter is None or self._watcher is None:
+            raise DispatchError("The RADICAL backend is not running (enter it with 'async with' first).")
+
+    def _next_uid(self) -> str:
+        return f"scalems.task.{next(self._counter):06d}"
+
+    async def _submit_and_wait(self, description: rp.TaskDescription):
+        self._check_running()
+        uid = description.uid
+        future = self._watcher.expect(uid)
+        self._submitter.submit(description)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            submitter = self._submitter
+            if submitter is not None:
+                submitter.cancel(uid)
+            try:
+                await asyncio.wait({future}, timeout=CANCEL_CONFIRM_TIMEOUT)
+            finally:
+                self._watcher.forget(uid)
+                if future.done() and not future.cancelled():
+                    future.exception()  # mark retrieved
+            raise
+
+    async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
+        uid = self._next_uid()
+        try:
+            description = describe_executable(job, uid, self.configuration(), self._aliases)
+        except StagingError as error:
+            return ExecutableOutcome(exitcode=None, error=str(error))
+        record = await self._submit_and_wait(description)
+        first = job.argv[0]
+        program = first.name if isinstance(first, InputFile) else os.fspath(first)
+        return executable_outcome(job, record, program)
+
+    async def run_function(self, job: FunctionJob) -> FunctionOutcome:
+        raptor = self._raptor
+        if raptor is not None and job.resources.ranks <= getattr(raptor, "worker_ranks", 1):
+            # ---- Raptor hook: function calls go to the scalems Raptor worker. ----
+            return await raptor.run_function(job)
+        directory = job.directory
+        if directory is None:
+            directory = self.session_dir / "calls" / job.uid
+        directory = pathlib.Path(directory)
+        if directory != job.directory:
+            job = dataclasses.replace(job, directory=directory)
+        await asyncio.to_thread(_write_call, directory, job.call)
+        uid = self._next_uid()
+        try:
+            description = describe_function(job, uid, self.configuration(), self._aliases)
+        except StagingError as error:
+            return FunctionOutcome(error=str(error))
+        record = await self._submit_and_wait(description)
+        return await asyncio.to_thread(function_outcome, job, record)
+
+
+def _write_call(directory: pathlib.Path, text: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CALL_FILE).write_text(text)
+
+
+def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = None) -> RPDispatchingExecutor:
+    """Create the RADICAL backend for *manager* (the workflow manager).
+
+    Args:
+        manager: the workflow manager; its ``directory`` (work directory) holds RP's session folder.
+        params: the backend configuration (from :func:`scalems.radical.configuration`).
+    """
+    if params is None:
+        params = current_configuration()
+    if params is None:
+        raise ConfigurationError(
+            "scalems.radical needs a configuration: pass scalems.radical.configuration([...]) "
+            "(at least --resource) to the workflow manager."
+        )
+    return RPDispatchingExecutor(configuration=params, work_dir=getattr(manager, "directory", None))

@@ -1,0 +1,508 @@
+"""Jobs as RADICAL-Pilot tasks: descriptions with staging, state callbacks, and outcomes.
+
+Facts about RP 1.103 that shape this module (read from its agent source):
+
+* The task's command line is ``executable + " " + sh_quote(arguments)`` in a
+  shell script, where ``sh_quote`` wraps each argument in double quotes but
+  leaves ``$`` and backticks alone, so the script's shell expands them. To pass
+  argv literally (``awk '{print $1}'``), scalems gives RP the whole command,
+  quoted with :func:`shlex.join`, as ``executable`` (which RP inserts verbatim)
+  and no ``arguments``. Environment variables are exported in ``pre_exec`` for
+  the same reason (``environment`` values are inserted unescaped).
+* The command runs in the background of that script, so its stdin is
+  ``/dev/null``; there is no ``stdin`` field. A ``/bin/sh -c`` wrapper redirects
+  stdin from the staged file and, before ``exec``, reports a missing program
+  with a recognizable message and exit status 127.
+* Output staging of type TRANSFER (client side) is skipped for tasks that end
+  FAILED, and RP keeps only the last 1024 characters of stdout/stderr in the
+  task record. Agent-side COPY with ``stage_on_error`` does run for failed tasks,
+  so for ``local.*`` resources (sandbox on this file system) scalems stages with
+  COPY, and points stdout/stderr (RP accepts absolute paths) straight into the
+  job's directory: full streams and partial outputs of failed tasks come back.
+  For remote resources a failed task's streams are RP's 1024-character tails.
+* RP's copy helpers run ``cp -r SRC TGT`` split on white space, and do not
+  report a missing source. Local paths that a shell would split are therefore
+  replaced by symbolic links with plain names, and missing declared outputs are
+  detected (and reported) after the task.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "PathAliases",
+    "StagingError",
+    "TaskRecord",
+    "TaskWatcher",
+    "describe_executable",
+    "describe_function",
+    "executable_outcome",
+    "function_outcome",
+    "CALL_FILE",
+    "RESULT_FILE",
+)
+
+import asyncio
+import dataclasses
+import logging
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+import typing
+
+from scalems.exceptions import MissingDependencyError
+
+try:
+    import radical.pilot as rp
+except ImportError as _error:  # pragma: no cover - depends on the installation
+    raise MissingDependencyError("radical.pilot", "radical") from _error
+
+from scalems.execution.jobs import ExecutableJob, ExecutableOutcome, FunctionJob, FunctionOutcome, InputFile
+
+from .runtime_configuration import RuntimeConfiguration, get_pre_exec
+
+logger = logging.getLogger(__name__)
+
+#: Names of the call record and its result in a function task's directory and sandbox.
+CALL_FILE = "scalems-call.json"
+RESULT_FILE = "scalems-result.json"
+#: stdout/stderr of function tasks (kept for diagnosis).
+FUNCTION_STDOUT = "stdout"
+FUNCTION_STDERR = "stderr"
+
+#: Printed by the wrapper when the program cannot be found; the client looks for it.
+NOT_FOUND_MARKER = "scalems: program not found:"
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Characters RP's staging (URL parsing, then `cp` split on white space) passes through unharmed.
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./+,=-]+$")
+
+_THREADING_TYPES = {"openmp": rp.OpenMP, "posix": rp.POSIX, "pthreads": rp.POSIX, "": ""}
+
+
+class StagingError(ValueError):
+    """A job cannot be described as an RP task (a name RP cannot stage, a bad variable name...)."""
+
+
+class PathAliases:
+    """Plain-named symbolic links for local paths that RP's staging would mangle.
+
+    Thread-safe; :meth:`close` removes the links (never their targets).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._directory: typing.Optional[str] = None
+        self._links: typing.Dict[str, str] = {}
+
+    def plain(self, path: typing.Union[str, os.PathLike]) -> str:
+        text = os.path.abspath(os.fspath(path))
+        if _PLAIN_PATH.match(text):
+            return text
+        with self._lock:
+            link = self._links.get(text)
+            if link is None:
+                if self._directory is None:
+                    self._directory = tempfile.mkdtemp(prefix="scalems-rp-links-")
+                link = os.path.join(self._directory, str(len(self._links)))
+                if not _PLAIN_PATH.match(link):
+                    raise StagingError(
+                        f"{text!r} contains characters RADICAL-Pilot's file staging cannot handle, and the "
+                        f"temporary directory {self._directory!r} does too; set TMPDIR to a plain path."
+                    )
+                os.symlink(text, link)
+                self._links[text] = link
+            return link
+
+    def close(self):
+        with self._lock:
+            directory, self._directory = self._directory, None
+            self._links.clear()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_name(name: str, what: str, label: str) -> str:
+    path = pathlib.PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise StagingError(
+            f"task {label!r}: {what} {name!r} must be a relative path inside the task directory"
+        )
+    if not _PLAIN_PATH.match(name):
+        raise StagingError(
+            f"task {label!r}: {what} {name!r} cannot be staged by RADICAL-Pilot (its copy command splits "
+            "names on white space and special characters); use a plain file name"
+        )
+    return str(path)
+
+
+def _url(path: str) -> str:
+    return f"file://localhost{path}"
+
+
+class _Staging:
+    """Staging directives for one task, in the form that suits the resource."""
+
+    def __init__(self, configuration: RuntimeConfiguration, aliases: PathAliases):
+        # COPY runs in the agent (same file system for local.*) and honours stage_on_error;
+        # TRANSFER runs in the client and is the only way to reach a remote sandbox.
+        self.local = configuration.is_local
+        self.action = rp.COPY if self.local else rp.TRANSFER
+        self.aliases = aliases
+        self.inputs: typing.List[dict] = []
+        self.outputs: typing.List[dict] = []
+        self._names: typing.Set[str] = set()
+
+    def stage_in(self, source: typing.Union[str, os.PathLike], name: str):
+        if name in self._names:
+            return
+        self._names.add(name)
+        self.inputs.append(
+            {"source": _url(self.aliases.plain(source)), "target": f"task:///{name}", "action": self.action}
+        )
+
+    def streams(self, description: rp.TaskDescription, stdout: str, stderr: str, directory: pathlib.Path):
+        """Where the task's stdout/stderr go.
+
+        On this machine: straight into the job's directory (RP takes absolute paths
+        as they are), which saves two copies per task and works for failed tasks too.
+        Elsewhere: into the sandbox, staged back like outputs.
+        """
+        base = self.aliases.plain(directory) if self.local else ""
+        if not self.local:
+            for name in dict.fromkeys((stdout, stderr)):
+                self.stage_out(name, directory)
+        description.stdout = os.path.join(base, stdout)
+        description.stderr = os.path.join(base, stderr)
+        # The shell redirects the streams before anything runs: their directories must exist.
+        parents = sorted({os.path.dirname(name) for name in (stdout, stderr)} - {""})
+        if parents:
+            description.pre_launch = [shlex.join(["mkdir", "-p", *(os.path.join(base, p) for p in parents)])]
+
+    def stage_out(self, name: str, directory: pathlib.Path):
+        target = os.path.join(self.aliases.plain(directory), name)
+        self.outputs.append(
+            {
+                "source": f"task:///{name}",
+                "target": _url(target),
+                "action": self.action,
+                "flags": rp.CREATE_PARENTS,
+            }
+        )
+
+
+def _environment_lines(env: typing.Mapping[str, str], label: str) -> typing.List[str]:
+    lines = []
+    for key, value in (env or {}).items():
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise StagingError(f"task {label!r}: {key!r} is not a valid environment variable name")
+        lines.append(f"export {key}={shlex.quote(str(value))}")
+    return lines
+
+
+def _resources(description: rp.TaskDescription, resources) -> None:
+    description.ranks = resources.ranks
+    description.cores_per_rank = resources.cores_per_rank
+    description.gpus_per_rank = resources.gpus_per_rank
+    if resources.threading_type:
+        kind = _THREADING_TYPES.get(resources.threading_type.lower())
+        if kind is None:
+            raise StagingError(
+                f"threading_type {resources.threading_type!r} is not supported by RADICAL-Pilot "
+                f"(use one of: OpenMP, POSIX)"
+            )
+        description.threading_type = kind
+
+
+def _wrapper(stdin_name: typing.Optional[str]) -> str:
+    """``sh -c`` text: name a missing program clearly, then become the program (stdin redirected)."""
+    redirect = f" < {shlex.quote(stdin_name)}" if stdin_name else ""
+    return (
+        f'command -v "$0" >/dev/null 2>&1 || {{ echo "{NOT_FOUND_MARKER} $0" >&2; exit 127; }}; '
+        f'exec "$0" "$@"{redirect}'
+    )
+
+
+def describe_executable(
+    job: ExecutableJob, uid: str, configuration: RuntimeConfiguration, aliases: PathAliases
+) -> rp.TaskDescription:
+    """The RP task for *job*: wrapped command, venv and environment, resources, staging.
+
+    Raises:
+        StagingError: the job names something RP cannot stage or export.
+    """
+    if not job.argv:
+        raise StagingError(f"task {job.label!r} has an empty command line")
+    staging = _Staging(configuration, aliases)
+    argv = []
+    for position, item in enumerate(job.argv):
+        if isinstance(item, InputFile):
+            name = _check_name(item.name, "input file", job.label)
+            staging.stage_in(item.source, name)
+            # A staged program must be run from the sandbox, not looked up on PATH.
+            argv.append(f"./{name}" if position == 0 and "/" not in name else name)
+        else:
+            argv.append(os.fspath(item))
+    stdin_name = None
+    if job.stdin is not None:
+        stdin_name = _check_name(pathlib.Path(job.stdin).name, "stdin file", job.label)
+        staging.stage_in(job.stdin, stdin_name)
+    stdout = _check_name(job.stdout, "stdout file", job.label)
+    stderr = _check_name(job.stderr, "stderr file", job.label)
+    outputs = [_check_name(str(name), "output file", job.label) for name in job.outputs]
+    for name in dict.fromkeys(outputs):
+        if name not in (stdout, stderr):
+            staging.stage_out(name, job.directory)
+
+    description = rp.TaskDescription()
+    description.uid = uid
+    description.name = job.label
+    description.executable = shlex.join(["/bin/sh", "-c", _wrapper(stdin_name), *argv])
+    description.arguments = []
+    description.pre_exec = get_pre_exec(configuration) + _environment_lines(job.env, job.label)
+    staging.streams(description, stdout, stderr, job.directory)
+    _resources(description, job.resources)
+    description.input_staging = staging.inputs
+    description.output_staging = staging.outputs
+    description.stage_on_error = True
+    return _verified(description, job.label)
+
+
+def _verified(description: rp.TaskDescription, label: str) -> rp.TaskDescription:
+    """Let RP check the description now, so that a bad one fails its job alone, not a submission bulk."""
+    try:
+        description.verify()
+    except (ValueError, TypeError) as error:
+        raise StagingError(f"task {label!r}: RADICAL-Pilot rejects its description: {error}") from error
+    return description
+
+
+def _client_python_path() -> typing.List[str]:
+    """Directories of user code on this interpreter's ``sys.path`` (not the installation's own).
+
+    Functions from modules beside a workflow script are pickled by reference, so a
+    task on this machine needs the same directories to import them.
+    """
+    installed = {os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p}
+    found = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if not os.path.isdir(path) or any(path == p or path.startswith(p + os.sep) for p in installed):
+            continue
+        if path not in found:
+            found.append(path)
+    return found
+
+
+def describe_function(
+    job: FunctionJob, uid: str, configuration: RuntimeConfiguration, aliases: PathAliases
+) -> rp.TaskDescription:
+    """The RP task running ``python -m scalems.call`` on the call record in ``job.directory``.
+
+    The caller writes :data:`CALL_FILE` into ``job.directory`` first. Exit status 1
+    of ``scalems.call`` means "the function raised; the result record says how",
+    which is a result like any other: the wrapper turns it into 0 so that RP
+    stages the record back even through client-side TRANSFER.
+    """
+    staging = _Staging(configuration, aliases)
+    staging.stage_in(job.directory / CALL_FILE, CALL_FILE)
+    staging.stage_out(RESULT_FILE, job.directory)
+    script = '"$0" -m scalems.call "$1" "$2"; rc=$?; if [ "$rc" -eq 1 ]; then exit 0; fi; exit "$rc"'
+    description = rp.TaskDescription()
+    description.uid = uid
+    description.name = job.label
+    description.executable = shlex.join(
+        ["/bin/sh", "-c", script, configuration.python, CALL_FILE, RESULT_FILE]
+    )
+    description.arguments = []
+    description.pre_exec = get_pre_exec(configuration)
+    if configuration.is_local:
+        path = _client_python_path()
+        if path:
+            joined = shlex.quote(os.pathsep.join(path))
+            description.pre_exec.append(f'export PYTHONPATH={joined}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    staging.streams(description, FUNCTION_STDOUT, FUNCTION_STDERR, job.directory)
+    _resources(description, job.resources)
+    description.input_staging = staging.inputs
+    description.output_staging = staging.outputs
+    description.stage_on_error = True
+    return _verified(description, job.label)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRecord:
+    """What RP reported about a task in its final state (copied in RP's callback thread)."""
+
+    uid: str
+    state: str
+    exit_code: typing.Optional[int]
+    stdout: str
+    stderr: str
+    exception: typing.Optional[str]
+    exception_detail: typing.Optional[str]
+    sandbox: typing.Optional[str]
+
+    @classmethod
+    def of(cls, task, state: str) -> "TaskRecord":
+        def field(name):
+            try:
+                return getattr(task, name)
+            except Exception:  # noqa: BLE001 - a missing field must not lose the final state
+                return None
+
+        return cls(
+            uid=task.uid,
+            state=state,
+            exit_code=field("exit_code"),
+            stdout=field("stdout") or "",
+            stderr=field("stderr") or "",
+            exception=field("exception"),
+            exception_detail=field("exception_detail"),
+            sandbox=str(field("sandbox") or "") or None,
+        )
+
+    def describe(self) -> str:
+        text = f"RADICAL-Pilot task {self.uid} ended {self.state}"
+        if self.exit_code is not None:
+            text += f" with exit status {self.exit_code}"
+        if self.exception:
+            text += f": {self.exception}"
+        return text
+
+
+class TaskWatcher:
+    """Resolves one asyncio future per RP task uid from RP's callback thread.
+
+    Register :attr:`callback` with the TaskManager once (RP identifies callbacks
+    by ``id()``, so it is created once). Futures are resolved with
+    ``loop.call_soon_threadsafe``; a closed loop means nobody waits any more.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._futures: typing.Dict[str, asyncio.Future] = {}
+        self.callback = self._on_task_state
+
+    def expect(self, uid: str) -> asyncio.Future:
+        future = self._loop.create_future()
+        with self._lock:
+            self._futures[uid] = future
+        return future
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._futures.pop(uid, None)
+
+    def pending(self) -> typing.List[str]:
+        with self._lock:
+            return list(self._futures)
+
+    def _post(self, future: asyncio.Future, result=None, exception: typing.Optional[BaseException] = None):
+        def settle():
+            if future.done():
+                return
+            if exception is not None:
+                future.set_exception(exception)
+            else:
+                future.set_result(result)
+
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # loop closed
+            pass
+
+    def _on_task_state(self, task, state=None, *args):
+        # RADICAL_PILOT_BULK_CB=true makes RP pass a collection of tasks and no state.
+        if isinstance(task, (list, tuple, set)):
+            for one in task:
+                self._on_task_state(one, one.state)
+            return
+        if state not in rp.FINAL:
+            return
+        with self._lock:
+            future = self._futures.pop(task.uid, None)
+        if future is not None:
+            self._post(future, result=TaskRecord.of(task, state))
+
+    def fail(self, uid: str, exception: BaseException) -> None:
+        with self._lock:
+            future = self._futures.pop(uid, None)
+        if future is not None:
+            self._post(future, exception=exception)
+
+    def fail_all(self, exception: BaseException) -> None:
+        with self._lock:
+            futures, self._futures = list(self._futures.values()), {}
+        for future in futures:
+            self._post(future, exception=exception)
+
+
+def _read_tail(path: pathlib.Path, size: int = 8192) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - size))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _restore_stream(path: pathlib.Path, text: str, record: TaskRecord, note: bool) -> None:
+    """Write RP's copy of a stream (its last 1024 characters) if the file did not come back."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if note and record.sandbox:
+        text = (
+            f"[scalems: RADICAL-Pilot did not return this file; this is the end of it as RP reported it. "
+            f"The full file is in {record.sandbox}]\n{text}"
+        )
+    path.write_text(text)
+
+
+def executable_outcome(job: ExecutableJob, record: TaskRecord, program: str) -> ExecutableOutcome:
+    """Turn RP's final report into an outcome; make sure stdout/stderr exist in ``job.directory``."""
+    directory = pathlib.Path(job.directory)
+    _restore_stream(directory / job.stdout, record.stdout, record, note=False)
+    _restore_stream(directory / job.stderr, record.stderr, record, note=True)
+    if record.state == rp.CANCELED:
+        return ExecutableOutcome(exitcode=None, error=f"{record.describe()} (cancelled by RADICAL-Pilot)")
+    stderr = _read_tail(directory / job.stderr) or record.stderr
+    if record.exit_code == 127 and NOT_FOUND_MARKER in stderr:
+        return ExecutableOutcome(
+            exitcode=127,
+            error=f"program not found: {program!r} is not on the PATH of the task at "
+            f"{record.sandbox or 'the execution site'} (after activating the task venv)",
+        )
+    if record.exit_code is None:
+        detail = f" ({record.exception_detail.strip().splitlines()[-1]})" if record.exception_detail else ""
+        return ExecutableOutcome(exitcode=None, error=f"{record.describe()}{detail}")
+    missing = [name for name in job.outputs if not (directory / name).exists()]
+    if missing:
+        logger.warning(
+            "Task %r (RP task %s, exit status %s) did not produce declared output(s): %s",
+            job.label,
+            record.uid,
+            record.exit_code,
+            ", ".join(map(str, missing)),
+        )
+    return ExecutableOutcome(exitcode=record.exit_code)
+
+
+def function_outcome(job: FunctionJob, record: TaskRecord) -> FunctionOutcome:
+    """The result record that came back, or an error saying why none did."""
+    directory = pathlib.Path(job.directory)
+    _restore_stream(directory / FUNCTION_STDERR, record.stderr, record, note=True)
+    result = directory / RESULT_FILE
+    if result.is_file():
+        return FunctionOutcome(result=result.read_text())
+    stderr = _read_tail(directory / FUNCTION_STDERR, 2048).strip() or record.stderr.strip()
+    message = f"no result came back from {record.describe()}"
+    if stderr:
+        message += f"; stderr ends with:\n{stderr}"
+    return FunctionOutcome(error=message)

@@ -1,0 +1,84 @@
+"""Shutting the shared RP backend down: a pilot that ends, then close without leftovers.
+
+This module sorts after the other modules that use ``rp_backend``: it ends the
+shared pilot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import time
+
+import pytest
+
+rp = pytest.importorskip("radical.pilot")
+
+from scalems.exceptions import DispatchError  # noqa: E402
+from scalems.execution import ExecutableJob  # noqa: E402
+from scalems.radical.session import _own_processes_matching  # noqa: E402
+
+pytestmark = pytest.mark.radical
+
+
+def job(tmp_path: pathlib.Path, argv) -> ExecutableJob:
+    directory = tmp_path / argv[0]
+    directory.mkdir()
+    return ExecutableJob(
+        uid=directory.name,
+        label=directory.name,
+        directory=directory,
+        argv=argv,
+        env={},
+        stdin=None,
+        stdout="stdout",
+        stderr="stderr",
+        outputs=[],
+    )
+
+
+def test_zy_pilot_that_ends_fails_waiting_jobs(rp_backend, tmp_path):
+    """Cancels the shared pilot (the next test closes the session)."""
+    sleeper = job(tmp_path, ["sleep", "300"])
+    pilot_manager = rp_backend.executor.runtime.pilot_manager()
+
+    async def end_pilot_while_waiting():
+        task = asyncio.ensure_future(rp_backend.executor.run(sleeper))
+        await asyncio.to_thread(pilot_manager.cancel_pilots)
+        try:
+            return await asyncio.wait_for(task, 120)
+        except DispatchError as error:
+            return error
+
+    error = rp_backend.call(end_pilot_while_waiting(), timeout=150)
+    assert isinstance(error, DispatchError) and "pilot.0000" in str(error) and "ended" in str(error), error
+    with pytest.raises(DispatchError, match="pilot"):
+        rp_backend.run(job(tmp_path, ["true"]))
+
+
+def test_zz_close_leaves_no_processes_and_nothing_outside(rp_backend, caplog):
+    """Runs last in this module: closes the shared backend."""
+    sid = rp_backend.sid
+    caplog.set_level(logging.INFO, logger="scalems")
+    root_handlers = list(logging.getLogger().handlers)
+    assert sid and sid in str(rp_backend.executor.runtime.session.path)
+    assert _own_processes_matching([sid.encode()]), (
+        "the scan must see the running session, or it proves nothing"
+    )
+    started = time.monotonic()
+    rp_backend.close()
+    closing_time = time.monotonic() - started
+    left = _own_processes_matching([sid.encode()])
+    assert not left, f"RP processes of {sid} left behind: {left}"
+    assert closing_time < 120
+    # RP closes the handlers of the root logger with its own; the backend puts them back.
+    assert all(handler in logging.getLogger().handlers for handler in root_handlers)
+    assert "closed in" in caplog.text
+    after = rp_backend.snapshot_outside()
+    assert after["home"] == rp_backend.before["home"]
+    # Other runs may come and go in the current directory; this one must not have added a session folder.
+    assert not (after["cwd"] - rp_backend.before["cwd"]), after["cwd"] - rp_backend.before["cwd"]
+    # RP's client files went where they were told.
+    assert list((rp_backend.base / "session").glob("rp.session.*"))
+    assert not list(pathlib.Path.cwd().glob(f"{sid}*"))

@@ -1,0 +1,262 @@
+"""Command line and configuration of scalems.radical, and the task descriptions it makes (no RP session)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+rp = pytest.importorskip("radical.pilot")
+
+import scalems.radical  # noqa: E402
+from scalems.exceptions import ConfigurationError, MissingDependencyError  # noqa: E402
+from scalems.execution import ExecutableJob, FunctionJob, InputFile, Resources  # noqa: E402
+from scalems.radical import RuntimeConfiguration  # noqa: E402
+from scalems.radical.runtime_configuration import known_resources, parse_pilot_option  # noqa: E402
+from scalems.radical.task import PathAliases, describe_executable, describe_function  # noqa: E402
+
+BASE = ["--resource", "local.localhost"]
+
+
+def parse(*options):
+    return scalems.radical.parser.parse_args([*options, "script.py"])
+
+
+def test_pilot_options_are_typed():
+    args = parse(*BASE, "--pilot-option", "cores=2", "--pilot-option", "runtime=10")
+    config = scalems.radical.configuration(args)
+    assert config.rp_resource_params == {"cores": 2, "runtime": 10}
+    assert isinstance(config.rp_resource_params["cores"], int)
+    description = config.pilot_description()
+    assert description["runtime"] == 10 and description["resource"] == "local.localhost"
+    assert description["exit_on_error"] is False
+    assert parse_pilot_option("cleanup=true") == ("cleanup", True)
+    assert parse_pilot_option("queue=debug") == ("queue", "debug")
+    assert parse_pilot_option("app_comm=a_queue,b_pubsub") == ("app_comm", ["a_queue", "b_pubsub"])
+
+
+def test_pilot_runtime_has_a_default_backstop():
+    config = scalems.radical.configuration(BASE)
+    assert config.pilot_description()["runtime"] == 30
+    assert config.pilot_description()["cores"] >= 1
+
+
+@pytest.mark.parametrize(
+    "option, words",
+    [
+        ("nosuchkey=1", ["nosuchkey", "unknown"]),
+        ("cores=two", ["cores", "integer", "two"]),
+        ("cores", ["KEY=VALUE"]),
+    ],
+)
+def test_bad_pilot_options_are_usage_errors(option, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse(*BASE, "--pilot-option", option)
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message
+    with pytest.raises(ConfigurationError) as error:
+        scalems.radical.configuration([*BASE, "--pilot-option", option])
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_reserved_pilot_options_point_to_their_option():
+    with pytest.raises(ConfigurationError, match="--resource"):
+        parse_pilot_option("resource=local.localhost")
+    with pytest.raises(ConfigurationError, match="exit_on_error"):
+        parse_pilot_option("exit_on_error=true")
+    with pytest.raises(ConfigurationError, match="runtime"):
+        RuntimeConfiguration(rp_resource_params={"runtime": 0})
+    # Programmatic values may still be text; they are typed the same way.
+    assert RuntimeConfiguration(rp_resource_params={"cores": "3"}).rp_resource_params == {"cores": 3}
+
+
+def test_unknown_resource_says_how_to_list_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--resource", "local.lcalhost")
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "radical-pilot-resources" in message and "local.localhost" in message  # the close match
+    with pytest.raises(ConfigurationError, match="radical-pilot-resources"):
+        RuntimeConfiguration(execution_target="nosuch.machine")
+    assert "local.localhost" in known_resources()
+
+
+def test_access_schema_is_checked():
+    assert RuntimeConfiguration(access="local").access == "local"
+    with pytest.raises(ConfigurationError, match="ssh"):
+        RuntimeConfiguration(access="gsissh")
+
+
+def test_venv_required_for_remote_resources_and_defaulted_locally(tmp_path):
+    remote = next(name for name in known_resources() if not name.startswith("local."))
+    with pytest.raises(ConfigurationError, match="--venv"):
+        scalems.radical.configuration(["--resource", remote])
+    config = scalems.radical.configuration(["--resource", remote, "--venv", "/remote/venv"])
+    assert config.target_venv == "/remote/venv"
+    assert config.pilot_description()["nodes"] == 1
+    assert scalems.radical.configuration(BASE).target_venv == sys.prefix
+    with pytest.raises(ConfigurationError, match="bin/python3"):
+        scalems.radical.configuration([*BASE, "--venv", str(tmp_path)])
+
+
+def test_enable_raptor_without_raptor_client_is_a_configuration_error(monkeypatch):
+    from scalems.radical import RPDispatchingExecutor
+
+    monkeypatch.setitem(sys.modules, "scalems.radical.raptor", None)
+    config = scalems.radical.configuration([*BASE, "--enable-raptor"])
+    assert config.enable_raptor
+    with pytest.raises(ConfigurationError, match="--enable-raptor"):
+        RPDispatchingExecutor(configuration=config)
+
+
+def test_help_and_imports():
+    env = dict(os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "scalems.radical", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--resource", "--venv", "--access", "--pilot-option", "--enable-raptor", "--log-level"):
+        assert option in result.stdout
+    code = "import sys, scalems; assert 'radical.pilot' not in sys.modules and 'radical' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+    code = (
+        "import sys; sys.modules['radical.pilot'] = None\n"
+        "try:\n    import scalems.radical\n"
+        "except ImportError as e:\n    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith(MissingDependencyError.__name__) and "scalems[radical]" in out
+
+
+def _job(tmp_path, argv, **fields):
+    values = dict(
+        uid="u",
+        label="job",
+        directory=tmp_path,
+        argv=argv,
+        env={},
+        stdin=None,
+        stdout="stdout",
+        stderr="stderr",
+        outputs=[],
+    )
+    values.update(fields)
+    return ExecutableJob(**values)
+
+
+def test_command_line_reaches_the_program_literally(tmp_path):
+    """RP leaves $ and backticks in arguments to its shell; scalems hands it a fully quoted command."""
+    config = RuntimeConfiguration()
+    argv = ["printf", "%s\n", "$HOME", "`id`", "a b", "'q'", '"d"']
+    description = describe_executable(_job(tmp_path, argv, env={"V": "$x 'y'"}), "t1", config, PathAliases())
+    assert description.arguments == []
+    words = shlex.split(description.executable)
+    assert words[:2] == ["/bin/sh", "-c"] and words[3:] == argv
+    assert "export V=" in description.pre_exec[-1] and shlex.split(description.pre_exec[-1])[1] == "V=$x 'y'"
+    assert description.stage_on_error and description.stdout == str(tmp_path / "stdout")
+
+
+def test_staging_of_inputs_stdin_outputs_and_awkward_paths(tmp_path):
+    awkward = tmp_path / "with space"
+    awkward.mkdir()
+    source = awkward / "in.txt"
+    source.write_text("x")
+    stdin = awkward / ".scalems-stdin"
+    stdin.write_text("y")
+    aliases = PathAliases()
+    try:
+        job = _job(
+            awkward,
+            [InputFile(source=source, name="prog.sh"), InputFile(source=source, name="in.txt")],
+            stdin=stdin,
+            outputs=["out/result.dat"],
+            resources=Resources(ranks=2, cores_per_rank=2, threading_type="openmp"),
+        )
+        description = describe_executable(job, "t2", RuntimeConfiguration(), aliases)
+        words = shlex.split(description.executable)
+        assert words[3:] == ["./prog.sh", "in.txt"]  # a staged program runs from the sandbox
+        assert "< .scalems-stdin" in words[2]
+        targets = sorted(sd["target"] for sd in description.input_staging)
+        assert targets == ["task:///.scalems-stdin", "task:///in.txt", "task:///prog.sh"]
+        for sd in description.input_staging + description.output_staging:
+            url = sd["source"] if sd["source"].startswith("file:") else sd["target"]
+            assert " " not in url
+            assert os.path.realpath(url[len("file://localhost") :]).startswith(str(awkward))
+        assert [sd["source"] for sd in description.output_staging] == ["task:///out/result.dat"]
+        # Locally, the streams go straight to the task directory (through a plain-named link).
+        for stream, name in ((description.stdout, "stdout"), (description.stderr, "stderr")):
+            assert " " not in stream and os.path.realpath(stream) == str(awkward / name)
+        assert (description.ranks, description.cores_per_rank, description.threading_type) == (
+            2,
+            2,
+            rp.OpenMP,
+        )
+    finally:
+        aliases.close()
+    with pytest.raises(ValueError, match="plain file name"):
+        describe_executable(
+            _job(tmp_path, ["true"], outputs=["a b"]), "t3", RuntimeConfiguration(), PathAliases()
+        )
+
+
+def test_remote_resources_transfer_files(tmp_path):
+    remote = next(name for name in known_resources() if not name.startswith("local."))
+    config = RuntimeConfiguration(execution_target=remote, target_venv="/remote/venv")
+    description = describe_executable(
+        _job(tmp_path, ["true"], outputs=["o/x"], stdout="logs/out"), "t4", config, PathAliases()
+    )
+    assert sorted(sd["source"] for sd in description.output_staging) == [
+        "task:///logs/out",
+        "task:///o/x",
+        "task:///stderr",
+    ]
+    assert all(sd["action"] == rp.TRANSFER for sd in description.output_staging)
+    assert description.stdout == "logs/out" and description.pre_launch == ["mkdir -p logs"]
+    assert ". /remote/venv/bin/activate" in description.pre_exec[0]
+    job = FunctionJob(uid="f", label="f", call="{}", directory=tmp_path, resources=Resources(ranks=2))
+    description = describe_function(job, "t5", config, PathAliases())
+    words = shlex.split(description.executable)
+    assert words[3:] == ["/remote/venv/bin/python3", "scalems-call.json", "scalems-result.json"]
+    assert description.ranks == 2
+    assert [sd["target"] for sd in description.input_staging] == ["task:///scalems-call.json"]
+
+
+def test_session_folder_defaults_to_the_work_directory(tmp_path):
+    from scalems.radical import RPDispatchingExecutor
+
+    executor = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    assert executor.session_dir == pathlib.Path(tmp_path, "scalems_radical")
+
+
+def test_configuration_scope_and_factory(tmp_path):
+    from types import SimpleNamespace
+
+    from scalems.exceptions import APIError
+    from scalems.radical import RPDispatchingExecutor, current_configuration, executor_factory
+
+    first = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    second = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    assert current_configuration() is None
+    with first.runtime_configuration() as config:
+        assert current_configuration() is config
+        with pytest.raises(APIError, match="already active"):
+            with second.runtime_configuration():
+                pass
+        made = executor_factory(SimpleNamespace(directory=tmp_path / "work"))
+        assert made.configuration() is config and made.session_dir == tmp_path / "work" / "scalems_radical"
+    assert current_configuration() is None
+    with pytest.raises(ConfigurationError, match="configuration"):
+        executor_factory(SimpleNamespace(directory=tmp_path))
+    with pytest.raises(TypeError, match="RuntimeConfiguration"):
+        executor_factory(SimpleNamespace(directory=tmp_path), {"resource": "local.localhost"})

@@ -1,0 +1,89 @@
+"""Start-up failures of the RADICAL-Pilot backend end quickly, clearly, and without leftovers.
+
+Each test starts its own RP session, so they are marked slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+rp = pytest.importorskip("radical.pilot")
+
+from scalems.exceptions import DispatchError  # noqa: E402
+from scalems.radical import RPDispatchingExecutor, RuntimeConfiguration  # noqa: E402
+from scalems.radical.session import _own_processes_matching  # noqa: E402
+
+pytestmark = [pytest.mark.radical, pytest.mark.slow]
+
+
+def _executor(base, **pilot_options) -> RPDispatchingExecutor:
+    options = {"cores": 1, "runtime": 5, "sandbox": str(base / "sandbox"), **pilot_options}
+    config = RuntimeConfiguration(rp_resource_params=options, session_dir=str(base / "session"))
+    return RPDispatchingExecutor(configuration=config, work_dir=base)
+
+
+def _session_ids(base) -> list:
+    return [path.name for path in (base / "session").glob("rp.session.*")]
+
+
+def _assert_nothing_left(base):
+    sids = _session_ids(base)
+    assert len(sids) == 1
+    left = _own_processes_matching([sids[0].encode()])
+    assert not left, f"processes of {sids[0]} left behind: {left}"
+
+
+def test_pilot_that_cannot_start_is_a_dispatch_error(tmp_path):
+    executor = _executor(tmp_path, sandbox="/proc/scalems-cannot-create-this")
+    started = time.monotonic()
+    with pytest.raises(DispatchError) as error:
+        asyncio.run(asyncio.wait_for(executor.__aenter__(), 300))
+    assert time.monotonic() - started < 200
+    message = str(error.value)
+    assert "FAILED" in message and "pilot.0000" in message and "scalems-cannot-create-this" in message
+    _assert_nothing_left(tmp_path)
+
+
+class _Submitted(logging.Handler):
+    """Fires when the backend logs that the pilot was submitted."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event):
+        super().__init__()
+        self._loop, self._event = loop, event
+
+    def emit(self, record):
+        if record.getMessage().startswith("Pilot ") and "submitted" in record.getMessage():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+
+def test_cancelled_startup_closes_the_session(tmp_path):
+    """Ctrl-C while the pilot starts: the cancellation propagates after RP is shut down."""
+    executor = _executor(tmp_path)
+    logger = logging.getLogger("scalems.radical.session")
+
+    async def cancel_once_submitted():
+        event = asyncio.Event()
+        handler = _Submitted(asyncio.get_running_loop(), event)
+        logger.addHandler(handler)
+        previous = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            entering = asyncio.ensure_future(executor.__aenter__())
+            waiter = asyncio.ensure_future(event.wait())
+            await asyncio.wait({entering, waiter}, timeout=200, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            assert not entering.done(), "the pilot became active before the test could cancel start-up"
+            entering.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await entering
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+
+    asyncio.run(asyncio.wait_for(cancel_once_submitted(), 300))
+    assert executor.runtime is None
+    _assert_nothing_left(tmp_path)
