@@ -75,3 +75,47 @@ def test_bad_pilot_options_fail_before_any_session(tmp_path):
     assert not (tmp_path / "scalems_radical").exists()
     unknown = run_module("scalems.radical", "--resource", "nowhere.nohost", EXAMPLES / "basic" / "echo.py", cwd=tmp_path, timeout=120)
     assert unknown.returncode == 2 and "radical-pilot-resources" in unknown.stderr
+
+
+def test_interrupted_run_leaves_no_rp_processes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cli import write_script
+    from scalems.radical.session import _own_processes_matching
+
+    marker = tmp_path / "started"
+    script = write_script(
+        tmp_path,
+        "long.py",
+        f"""
+        import scalems
+        @scalems.app
+        def main():
+            scalems.executable(["sh", "-c", "touch {marker}; sleep 300"], label="long")
+        """,
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "scalems.radical", *RP_OPTIONS, str(script)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert runner.poll() is None, runner.communicate()
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.1)
+        runner.send_signal(signal.SIGINT)
+        out, err = runner.communicate(timeout=180)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130, err
+    sessions = [path.name for path in (tmp_path / "scalems_radical").glob("rp.session.*")]
+    assert len(sessions) == 1
+    assert not _own_processes_matching([sessions[0].encode()]), "RP processes were left behind"
