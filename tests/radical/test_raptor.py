@@ -536,3 +536,17 @@ def test_no_processes_left_after_close(pilot):
         time.sleep(0.5)
         left = _leftovers(markers)
     assert not left, f"processes of session {pilot.sid} left behind: {left}"
+
+
+def test_master_input_goes_into_the_store(tmp_path):
+    import json as _json
+
+    from scalems.radical.raptor import MasterTaskConfiguration, master_input
+    from scalems.store import FileStore
+
+    with FileStore(tmp_path) as store:
+        path = master_input(filestore=store, worker_pre_exec=["echo hi"], cpu_processes=2)
+        assert path.parent.parent == store.path / "files"
+        configuration = MasterTaskConfiguration.from_dict(_json.loads(path.read_text()))
+        assert configuration.worker.cpu_processes == 2
+        assert master_input(filestore=store, worker_pre_exec=["echo hi"], cpu_processes=2) == path

@@ -171,12 +171,19 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
     name = "radical"
     function_jobs_need_directory = True
 
-    def __init__(self, *, configuration: RuntimeConfiguration, work_dir: typing.Optional[os.PathLike] = None):
+    def __init__(
+        self,
+        *,
+        configuration: RuntimeConfiguration,
+        work_dir: typing.Optional[os.PathLike] = None,
+        datastore=None,
+    ):
         if not isinstance(configuration, RuntimeConfiguration):
             raise TypeError(
                 f"scalems.radical needs a RuntimeConfiguration, got {type(configuration).__name__}; "
                 "use scalems.radical.configuration(...)"
             )
+        self._datastore = datastore  # the work directory's FileStore (Raptor's configuration goes there)
         if configuration.enable_raptor:
             _raptor_client_class()  # fail now, before a pilot is started for nothing
         super().__init__(configuration=configuration)
@@ -277,7 +284,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
         # scalems.radical.raptor owns the master/worker protocol; this backend only hands it
         # the running session and routes function jobs to it (see run_function).
         return await RaptorClient.start(
-            session=runtime, configuration=self.configuration(), datastore_dir=directory
+            session=runtime, configuration=self.configuration(), datastore_dir=directory, filestore=self._datastore
         )
 
     async def runtime_shutdown(self, runtime: RuntimeSession) -> None:
@@ -423,4 +430,5 @@ def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = No
             "scalems.radical needs a configuration: pass scalems.radical.configuration([...]) "
             "(at least --resource) to the workflow manager."
         )
-    return RPDispatchingExecutor(configuration=params, work_dir=getattr(manager, "directory", None))
+    datastore = manager.datastore() if hasattr(manager, "datastore") else None
+    return RPDispatchingExecutor(configuration=params, work_dir=getattr(manager, "directory", None), datastore=datastore)

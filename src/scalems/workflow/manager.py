@@ -146,6 +146,12 @@ class WorkflowManager:
         await asyncio.to_thread(self._close_machinery, cancel)
         return False
 
+    def datastore(self) -> FileStore:
+        """The work directory's store (open while the workflow runs)."""
+        if self._store is None:
+            raise ContextError(f"{self!r} has not been started; its store is not open.")
+        return self._store
+
     @property
     def backend_started(self) -> bool:
         """Whether the backend was started (it starts when the first task has to run)."""

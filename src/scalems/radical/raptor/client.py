@@ -193,6 +193,7 @@ class RaptorClient:
         configuration=None,
         datastore_dir: typing.Union[None, str, os.PathLike] = None,
         *,
+        filestore=None,
         pre_exec: typing.Optional[typing.Sequence[str]] = None,
         venv: typing.Optional[str] = None,
         jobs: typing.Iterable = (),
@@ -208,7 +209,9 @@ class RaptorClient:
             configuration: backend configuration; ``target_venv`` and ``pre_exec``
                 are used when present.
             datastore_dir: directory for the master configuration file (a temporary
-                directory, removed by :meth:`stop`, if None).
+                directory, removed by :meth:`stop`, if None and no *filestore*).
+            filestore: the work directory's store; if given, the configuration file is
+                stored there (content-addressed) instead of in *datastore_dir*.
             pre_exec: shell lines for the master and worker tasks (overrides
                 ``configuration.pre_exec``).
             venv: virtual environment with scalems and RP at the execution site
@@ -238,11 +241,12 @@ class RaptorClient:
         executable = os.path.join(venv, "bin", master_script()) if venv else master_script()
 
         cleanup_dir = None
-        if datastore_dir is None:
+        if datastore_dir is None and filestore is None:
             datastore_dir = cleanup_dir = tempfile.mkdtemp(prefix="scalems_raptor_")
         config_file = await asyncio.to_thread(
             master_input,
-            directory=datastore_dir,
+            directory=None if filestore is not None else datastore_dir,
+            filestore=filestore,
             worker_pre_exec=pre_exec,
             worker_venv=venv,
             cpu_processes=ranks,
@@ -256,12 +260,14 @@ class RaptorClient:
             config_file=config_file,
             cleanup_dir=cleanup_dir,
         )
+        # Store files are named by their digest alone; give the staged copy a readable name.
+        staged_name = config_file.name if config_file.suffix == ".json" else f"scalems_raptor_{config_file.name[:16]}.json"
         description = rp.TaskDescription(
             {
                 "uid": client.master_uid,
                 "mode": rp.RAPTOR_MASTER,
                 "executable": executable,
-                "arguments": [config_file.name],
+                "arguments": [staged_name],
                 "pre_exec": pre_exec,
                 "ranks": 1,
                 "cores_per_rank": 1,
@@ -269,7 +275,7 @@ class RaptorClient:
                 "input_staging": [
                     {
                         "source": str(config_file),
-                        "target": f"task:///{config_file.name}",
+                        "target": f"task:///{staged_name}",
                         "action": rp.TRANSFER,
                     }
                 ],

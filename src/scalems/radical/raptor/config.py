@@ -301,7 +301,8 @@ def worker_requirements(
 
 def master_input(
     *,
-    directory: typing.Union[str, os.PathLike],
+    directory: typing.Union[None, str, os.PathLike] = None,
+    filestore=None,
     worker_pre_exec: typing.Iterable[str] = (),
     worker_venv: typing.Optional[str] = None,
     cpu_processes: int = 1,
@@ -309,14 +310,20 @@ def master_input(
     versioned_modules: typing.Optional[typing.Iterable[typing.Tuple[str, str]]] = None,
     worker_startup_timeout: float = MasterTaskConfiguration.worker_startup_timeout,
 ) -> pathlib.Path:
-    """Write the master task's configuration as JSON in *directory*; return the file path.
+    """Write the master task's configuration as JSON; return the file path.
 
-    The file name carries a hash of the content, so identical configurations
-    share one file and different ones never overwrite each other. The write is
-    atomic: a master never reads a half-written file.
+    With *filestore* (the work directory's :class:`scalems.store.FileStore`), the
+    file is added to the store's content-addressed area and its path there is
+    returned. Otherwise it is written in *directory*, named by a hash of its
+    content, so identical configurations share one file and different ones
+    never overwrite each other. Either way the write is atomic: a master never
+    reads a half-written file.
     """
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
+    if (directory is None) == (filestore is None):
+        raise TypeError("master_input() needs exactly one of directory= or filestore=")
+    if directory is not None:
+        directory = pathlib.Path(directory)
+    if directory is not None and not directory.is_dir():
         raise ConfigurationError(
             f"Cannot write the Raptor master configuration: {directory} is not a directory"
         )
@@ -333,6 +340,8 @@ def master_input(
         worker_startup_timeout=worker_startup_timeout,
     )
     text = json.dumps(configuration.as_dict(), indent=2, sort_keys=True)
+    if filestore is not None:
+        return filestore.file_path(filestore.add_bytes(text.encode("utf8")).digest)
     digest = hashlib.sha256(text.encode("utf8")).hexdigest()[:16]
     path = directory / f"scalems_raptor_config_{digest}.json"
     if not path.exists():
