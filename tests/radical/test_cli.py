@@ -6,7 +6,6 @@ command line is tested here; the contract suite covers the rest on the shared pi
 
 from __future__ import annotations
 
-import pathlib
 
 import pytest
 

@@ -31,6 +31,7 @@ import typing
 
 from scalems.exceptions import (
     ContextError,
+    DispatchError,
     DuplicateKeyError,
     ProtocolError,
     TaskCancelledError,
