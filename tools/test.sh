@@ -6,5 +6,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/setup.sh" "radical,mpi,test"
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
-"$ROOT/.venv/bin/ruff" check src tests bench
+"$ROOT/.venv/bin/ruff" check "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"
