@@ -25,6 +25,7 @@ from scalems.execution import (
     Resources,
     RuntimeManager,
 )
+from .children import spawn
 from .workers import QUEUE_DEPTH, WorkerDied, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,8 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
         try:
             with open(directory / job.stdout, "wb") as out, open(directory / job.stderr, "wb") as err:
                 try:
-                    process = await asyncio.create_subprocess_exec(
-                        *argv, cwd=directory, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True
+                    process = await spawn(
+                        argv, cwd=directory, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True
                     )
                 except FileNotFoundError:
                     return ExecutableOutcome(None, error=_not_found(argv[0], env))
