@@ -42,6 +42,7 @@ from scalems.exceptions import DispatchError, ResourceError
 from scalems.execution.jobs import FunctionJob, FunctionOutcome
 from scalems.messages import AddItem, HelloCommand, StopCommand
 
+from ..session import in_thread
 from .config import CPI_MESSAGE, BackendVersion, backend_version, master_input, master_script
 from .worker import decode_rank_result
 
@@ -107,28 +108,8 @@ def _resolve(obj, name: str):
 
 async def _blocking(func: typing.Callable[..., _T], *args, timeout: float, what: str) -> _T:
     """Run a blocking RP call in a daemon thread; wait at most *timeout* seconds."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(ok: bool, value):
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
-
-    def target():
-        try:
-            result = func(*args)
-        except BaseException as err:  # noqa: BLE001 - handed to the awaiting coroutine
-            outcome = (False, err)
-        else:
-            outcome = (True, result)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # loop closed: nobody is waiting any more
-            pass
-
-    threading.Thread(target=target, name=f"scalems-rp-{what}", daemon=True).start()
     try:
-        return await asyncio.wait_for(future, timeout)
+        return await asyncio.wait_for(in_thread(func, *args, name=f"scalems-rp-{what}"), timeout)
     except asyncio.TimeoutError:
         raise DispatchError(f"RADICAL-Pilot did not complete {what} within {timeout:g} s") from None
 
