@@ -153,6 +153,7 @@ class Record:
         self._pending: dict[str, typing.Any] = {}
         # path -> memo row (without path)
         self._pending_memo: dict[str, tuple] = {}
+        self._stored: typing.Optional[set] = None  # uids with a committed row (loaded on first use)
         self._oldest = 0.0  # time.monotonic() of the oldest buffered write
         self._flusher: typing.Optional[threading.Thread] = None
         self._closing = False
@@ -229,6 +230,7 @@ class Record:
         conn, self._conn = self._conn, None
         self._pending = {}
         self._pending_memo = {}
+        self._stored = None
         self._flusher = None
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -236,11 +238,19 @@ class Record:
 
     # --- tasks ---
 
+    def _stored_uids(self) -> set:
+        """Uids that have a committed row; lets lookups of new work skip the database."""
+        if self._stored is None:
+            self._stored = {row[0] for row in self._conn.execute("SELECT uid FROM task")}
+        return self._stored
+
     def get(self, uid: str) -> typing.Optional[TaskRecord]:
         with self._lock:
             found = self._pending.get(uid)
             if found is not None:
                 return None if found is _FORGOTTEN else found
+            if uid not in self._stored_uids():
+                return None
             row = self._conn.execute(f"SELECT {_COLUMNS} FROM task WHERE uid=?", (uid,)).fetchone()
         return None if row is None else _decode(row)
 
@@ -279,7 +289,7 @@ class Record:
         with self._lock:
             self._raise_flush_error()
             previous = self._pending.get(rec.uid)
-            if previous is None:
+            if previous is None and rec.uid in self._stored_uids():
                 row = self._conn.execute(
                     "SELECT state, kind, result, files, label FROM task WHERE uid=?", (rec.uid,)
                 ).fetchone()
@@ -288,7 +298,7 @@ class Record:
                     if (rec.state, rec.kind, rec.result, rec.files) == (row[0], row[1], row[2], files):
                         return
                     self._refuse(rec, row[4])
-            elif previous is not _FORGOTTEN and previous.state == COMPLETE:
+            elif previous is not None and previous is not _FORGOTTEN and previous.state == COMPLETE:
                 if (rec.state, rec.kind, rec.result, rec.files) == (
                     previous.state,
                     previous.kind,
@@ -416,6 +426,9 @@ class Record:
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot commit to the task record {self.db_path}: {exc}") from exc
             raise
+        if self._stored is not None:
+            self._stored.difference_update(uid for (uid,) in forgotten)
+            self._stored.update(self._pending.keys() - {uid for (uid,) in forgotten})
         self._pending.clear()
         self._pending_memo.clear()
 
