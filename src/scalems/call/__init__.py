@@ -46,6 +46,7 @@ import pathlib
 import sys
 import traceback as _traceback
 import typing
+import weakref
 
 import dill
 
@@ -69,6 +70,36 @@ _PROTOCOL = 4
 
 def _dumps(obj) -> str:
     return dill.dumps(obj, protocol=_PROTOCOL, recurse=True).hex()
+
+
+_BY_REFERENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _dumps_function(func) -> str:
+    """:func:`_dumps` for the callable of a call, memoized for functions pickled by reference.
+
+    An importable module-level function pickles to its name alone, so its
+    encoding never changes and an ensemble of calls encodes it once. Functions
+    pickled by value (``__main__``, closures) capture current global values and
+    are encoded every time.
+    """
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", "")
+    if module and module != "__main__" and "<" not in qualname:
+        try:
+            cached = _BY_REFERENCE.get(func)
+        except TypeError:  # not weak-referenceable
+            return _dumps(func)
+        if cached is None:
+            owner = sys.modules.get(module)
+            target = owner
+            for part in qualname.split("."):
+                target = getattr(target, part, None)
+            cached = _dumps(func)
+            if target is func:
+                _BY_REFERENCE[func] = cached
+        return cached
+    return _dumps(func)
 
 
 def _loads(text: str):
@@ -269,16 +300,16 @@ def serialize_call(
             "remove it from kwargs or choose another comm_arg"
         )
 
-    def encode(value, what: str) -> str:
+    def encode(value, what: str, dumps=_dumps) -> str:
         try:
-            return _dumps(value)
+            return dumps(value)
         except Exception as err:
             raise TypeError(
                 f"{what} of {name} ({_type_name(value)}) cannot be serialized for another process: {err}"
             ) from err
 
     pack = CallPack(
-        func=encode(func, "The function"),
+        func=encode(func, "The function", _dumps_function),
         function=name,
         args=[encode(arg, f"Positional argument {index}") for index, arg in enumerate(args)],
         kwargs={str(key): encode(value, f"Keyword argument {key!r}") for key, value in kwargs.items()},
