@@ -31,6 +31,9 @@ def fingerprint(material) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 class Encoder:
     """Turns task arguments into canonical JSON-able data, collecting upstream tasks.
 
@@ -44,6 +47,11 @@ class Encoder:
         self.upstream: dict = {}  # uid -> Task, in first-seen order
 
     def encode(self, value):
+        kind = type(value)
+        if kind in _PLAIN:
+            return value
+        if kind is list or kind is tuple:
+            return {kind.__name__: [self.encode(item) for item in value]}
         # Imported here to keep this module importable on its own.
         from scalems.workflow.task import Ensemble, Task
 
