@@ -279,3 +279,12 @@ def test_backend_that_cannot_start_fails_tasks_with_its_reason(tmp_path):
             with pytest.raises(TaskFailedError, match="could not start: allocation refused"):
                 task.result(timeout=60)
     assert manager.backend_error is not None
+
+
+def test_labels_that_sanitize_alike_get_separate_directories(make_workflow, tmp_path):
+    with make_workflow(tmp_path / "work"):
+        a = scalems.executable(["echo", "a"], label="run/1")
+        b = scalems.executable(["echo", "b"], label="run 1")
+        assert a.directory != b.directory
+        assert pathlib.Path(a.result(timeout=120).stdout).read_text() == "a\n"
+        assert pathlib.Path(b.result(timeout=120).stdout).read_text() == "b\n"
