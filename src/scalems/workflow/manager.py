@@ -104,7 +104,8 @@ class WorkflowManager:
         self._condition = threading.Condition(threading.RLock())
         self._tasks: dict = {}
         self._labels: dict = {}
-        self._dirnames: dict = {}  # directory name -> label, and label -> name where names would clash
+        self._dir_owner: dict = {}  # task directory name -> the label that has it
+        self._dir_renamed: dict = {}  # label -> directory name, where its own name was taken
         self._order: list = []
         self._loop: typing.Optional[asyncio.AbstractEventLoop] = None
         self._thread: typing.Optional[threading.Thread] = None
@@ -389,9 +390,8 @@ class WorkflowManager:
             self._tasks[uid] = task
             self._labels[label] = uid
             dirname = _safe_name(label)
-            owner = self._dirnames.setdefault(dirname, label)
-            if owner != label:  # two labels that differ only in unsafe characters
-                self._dirnames[label] = f"{dirname}-{uid[:8]}"
+            if self._dir_owner.setdefault(dirname, label) != label:  # labels differing only in unsafe characters
+                self._dir_renamed[label] = f"{dirname}-{uid[:8]}"
             self._order.append(task)
             self._unfinished += 1
             self.counts["added"] += 1
@@ -412,7 +412,7 @@ class WorkflowManager:
         return task
 
     def _task_directory(self, label: str) -> pathlib.Path:
-        return self.directory / TASKS_DIRNAME / self._dirnames.get(label, _safe_name(label))
+        return self.directory / TASKS_DIRNAME / self._dir_renamed.get(label, _safe_name(label))
 
     # ---- the result cache --------------------------------------------------------------------------
     def _lookup_cached(self, task: Task):
