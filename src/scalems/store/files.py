@@ -103,6 +103,9 @@ def hash_file(path: os.PathLike | str) -> tuple[str, int, os.stat_result]:
     )
 
 
+_EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
+
+
 class ContentStore:
     """The ``files/`` area. Holds no locks: every step is a rename, so threads may add in parallel."""
 
@@ -157,6 +160,8 @@ class ContentStore:
 
     # --- adding ---
 
+    _have_empty = False
+
     def _tmp_name(self) -> str:
         return os.path.join(self.tmp, f"{os.getpid()}.{next(self._counter)}.{secrets.token_hex(4)}")
 
@@ -169,6 +174,12 @@ class ContentStore:
             raise StoreError(f"cannot store {src}: {exc.strerror}") from exc
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"cannot store {src}: not a regular file")
+        if st.st_size == 0:
+            # Empty outputs (often stderr) are common: store the one empty object, leave the file alone.
+            if not self._have_empty:
+                self.add_bytes(b"")
+                self._have_empty = True
+            return FileRecord(_EMPTY_DIGEST, 0)
         try:
             if link:
                 record = self._add_by_link(src)

@@ -559,13 +559,21 @@ class WorkflowManager:
             self._pump()
 
     def _prepare_directory(self, task: Task):
+        """Give the attempt an empty working directory (removing what an earlier attempt left)."""
         directory = task.directory
-        if directory.exists() or directory.is_symlink():
-            if directory.is_dir() and not directory.is_symlink():
-                shutil.rmtree(directory)
-            else:
-                directory.unlink()
-        directory.mkdir(parents=True)
+        try:
+            os.mkdir(directory)
+            return
+        except FileNotFoundError:
+            directory.mkdir(parents=True)
+            return
+        except FileExistsError:
+            pass
+        if directory.is_dir() and not directory.is_symlink():
+            shutil.rmtree(directory)
+        else:
+            directory.unlink()
+        os.mkdir(directory)
 
     async def _execute_executable(self, task: Task) -> ExecutableResult:
         spec: ExecutableSpec = task.spec
@@ -629,13 +637,18 @@ class WorkflowManager:
         return _executable_result(task, outcome.exitcode)
 
     async def _store_outputs(self, task: Task, names) -> dict:
-        paths = [(name, task.directory / name) for name in names]
-        paths = [(name, path) for name, path in paths if path.exists()]
-        total = sum(path.stat().st_size for _, path in paths)
+        found, total = [], 0
+        for name in names:
+            path = task.directory / name
+            try:
+                total += os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            found.append((name, path))
         add = self._store.add_file
         if total < (1 << 20):
-            return {name: add(path) for name, path in paths}
-        return await asyncio.to_thread(lambda: {name: add(path) for name, path in paths})
+            return {name: add(path) for name, path in found}
+        return await asyncio.to_thread(lambda: {name: add(path) for name, path in found})
 
     async def _execute_function(self, task: Task):
         import scalems.call
