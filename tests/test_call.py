@@ -463,3 +463,21 @@ def test_mpi_failure_on_one_rank(mpi_launcher, tmp_path, no_leaked_processes):
     assert "rank 1" in str(result.exception)
     assert "bad rank" in str(result.exception)
     assert "rank 1" in result.traceback
+
+
+def test_script_function_sees_reassigned_global_data(tmp_path):
+    """Encodings of script functions are reused only when nothing they read can change."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import scalems.call as c\n"
+        "THRESHOLD = 1\n"
+        "def over(x):\n"
+        "    return x > THRESHOLD\n"
+        "first = c.execute(c.serialize_call(over, args=(2,)))\n"
+        "THRESHOLD = 5\n"
+        "second = c.execute(c.serialize_call(over, args=(2,)))\n"
+        "print(c.deserialize_result(first).return_value, c.deserialize_result(second).return_value)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]

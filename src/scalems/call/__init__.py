@@ -45,6 +45,7 @@ import os
 import pathlib
 import sys
 import traceback as _traceback
+import types
 import typing
 import weakref
 
@@ -75,6 +76,28 @@ def _dumps(obj) -> str:
 _BY_REFERENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+_BY_VALUE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+_STABLE_GLOBALS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
+
+
+def _stable_by_value(func) -> bool:
+    """A script function whose pickle cannot change: no closure, and every global it
+    uses is a module, function or class (not data that the script might reassign)."""
+    code = getattr(func, "__code__", None)
+    if code is None or getattr(func, "__module__", None) != "__main__" or func.__closure__:
+        return False
+    namespace = func.__globals__
+    pending = [code]
+    while pending:
+        code = pending.pop()
+        for name in code.co_names:
+            if name in namespace and not isinstance(namespace[name], _STABLE_GLOBALS):
+                return False
+        pending.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+    return not func.__defaults__ and not func.__kwdefaults__
+
+
 def _dumps_function(func) -> str:
     """:func:`_dumps` for the callable of a call, memoized for functions pickled by reference.
 
@@ -85,6 +108,14 @@ def _dumps_function(func) -> str:
     """
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", "")
+    if _stable_by_value(func):
+        try:
+            cached = _BY_VALUE.get(func)
+        except TypeError:
+            return _dumps(func)
+        if cached is None:
+            cached = _BY_VALUE[func] = _dumps(func)
+        return cached
     if module and module != "__main__" and "<" not in qualname:
         try:
             cached = _BY_REFERENCE.get(func)

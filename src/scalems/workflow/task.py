@@ -77,6 +77,7 @@ class Task:
         "_waiting_on",
         "_cached",
         "_decode",
+        "_directory",
         "__weakref__",
     )
 
@@ -94,6 +95,7 @@ class Task:
         self._waiting_on = 0
         self._cached = False
         self._decode: typing.Optional[typing.Callable] = None  # decodes a recorded result on first use
+        self._directory: typing.Optional[pathlib.Path] = None
 
     # ---- queries -------------------------------------------------------------------------
     @property
@@ -103,7 +105,10 @@ class Task:
     @property
     def directory(self) -> pathlib.Path:
         """The task's working directory (under the work directory's ``scalems_tasks/``)."""
-        return self._manager._task_directory(self.label)
+        directory = self._directory
+        if directory is None:
+            directory = self._directory = self._manager._task_directory(self.label)
+        return directory
 
     @property
     def from_cache(self) -> bool:
