@@ -353,9 +353,6 @@ class WorkflowManager:
         name = getattr(func, "__name__", None) or type(func).__name__
         return self._add("function", spec, label, name)
 
-    def add_ensemble(self, members: typing.Sequence[Task], label=None) -> Ensemble:
-        return Ensemble(members, label=label)
-
     def _check_open(self):
         if self._state != "running":
             raise ContextError(f"Cannot add tasks: the workflow is {self._state}.")

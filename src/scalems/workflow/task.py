@@ -23,7 +23,6 @@ import pathlib
 import threading
 import typing
 
-from scalems.exceptions import TaskCancelledError
 from scalems.file import FileReference
 
 logger = logging.getLogger(__name__)
@@ -396,7 +395,3 @@ def as_completed(tasks, timeout: typing.Optional[float] = None) -> typing.Iterat
         for task in batch:
             yielded += 1
             yield task
-
-
-def cancelled_error(task: Task, reason: str = "the run was interrupted") -> TaskCancelledError:
-    return TaskCancelledError(task.label, uid=task.uid, reason=reason)
