@@ -40,7 +40,8 @@ def main(argv):
     mode, n, sandbox = argv[0], int(argv[1]), argv[2]
     t_start = time.perf_counter()
     marks = {}
-    session = rp.Session()
+    # Keep RP's client session folder out of the current directory (RP puts it in $PWD by default).
+    session = rp.Session(cfg={"base": sandbox, "client_sandbox": sandbox})
     try:
         pmgr = rp.PilotManager(session=session)
         tmgr = rp.TaskManager(session=session)
