@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from rp_jobs import executable_job
 
 rp = pytest.importorskip("radical.pilot")
 
@@ -28,19 +29,7 @@ _count = iter(range(10**6))
 def job(tmp_path: pathlib.Path, argv, **fields) -> ExecutableJob:
     directory = tmp_path / f"task{next(_count)}"
     directory.mkdir()
-    values = dict(
-        uid=directory.name,
-        label=directory.name,
-        directory=directory,
-        argv=argv,
-        env={},
-        stdin=None,
-        stdout="stdout",
-        stderr="stderr",
-        outputs=[],
-    )
-    values.update(fields)
-    return ExecutableJob(**values)
+    return executable_job(directory, argv, **fields)
 
 
 def run_all(backend, jobs, timeout=180):

@@ -12,6 +12,7 @@ import pathlib
 import time
 
 import pytest
+from rp_jobs import executable_job
 
 rp = pytest.importorskip("radical.pilot")
 
@@ -25,17 +26,7 @@ pytestmark = pytest.mark.radical
 def job(tmp_path: pathlib.Path, argv) -> ExecutableJob:
     directory = tmp_path / argv[0]
     directory.mkdir()
-    return ExecutableJob(
-        uid=directory.name,
-        label=directory.name,
-        directory=directory,
-        argv=argv,
-        env={},
-        stdin=None,
-        stdout="stdout",
-        stderr="stderr",
-        outputs=[],
-    )
+    return executable_job(directory, argv)
 
 
 def test_zy_pilot_that_ends_fails_waiting_jobs(rp_backend, tmp_path):

@@ -9,12 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from rp_jobs import executable_job
 
 rp = pytest.importorskip("radical.pilot")
 
 import scalems.radical  # noqa: E402
 from scalems.exceptions import ConfigurationError, MissingDependencyError  # noqa: E402
-from scalems.execution import ExecutableJob, FunctionJob, InputFile, Resources  # noqa: E402
+from scalems.execution import FunctionJob, InputFile, Resources  # noqa: E402
 from scalems.radical import RuntimeConfiguration  # noqa: E402
 from scalems.radical.runtime_configuration import known_resources, parse_pilot_option  # noqa: E402
 from scalems.radical.task import PathAliases, describe_executable, describe_function  # noqa: E402
@@ -140,19 +141,7 @@ def test_help_and_imports():
 
 
 def _job(tmp_path, argv, **fields):
-    values = dict(
-        uid="u",
-        label="job",
-        directory=tmp_path,
-        argv=argv,
-        env={},
-        stdin=None,
-        stdout="stdout",
-        stderr="stderr",
-        outputs=[],
-    )
-    values.update(fields)
-    return ExecutableJob(**values)
+    return executable_job(tmp_path, argv, **{"uid": "u", "label": "job", **fields})
 
 
 def test_command_line_reaches_the_program_literally(tmp_path):
