@@ -264,12 +264,7 @@ def describe_executable(
     description.executable = shlex.join(["/bin/sh", "-c", _wrapper(stdin_name), *argv])
     description.arguments = []
     description.pre_exec = get_pre_exec(configuration) + _environment_lines(job.env, job.label)
-    staging.streams(description, stdout, stderr, job.directory)
-    _resources(description, job.resources)
-    description.input_staging = staging.inputs
-    description.output_staging = staging.outputs
-    description.stage_on_error = True
-    return _verified(description, job.label)
+    return _completed(description, staging, stdout, stderr, job)
 
 
 def _verified(description: rp.TaskDescription, label: str) -> rp.TaskDescription:
@@ -325,7 +320,12 @@ def describe_function(
         if path:
             joined = shlex.quote(os.pathsep.join(path))
             description.pre_exec.append(f'export PYTHONPATH={joined}"${{PYTHONPATH:+:$PYTHONPATH}}"')
-    staging.streams(description, FUNCTION_STDOUT, FUNCTION_STDERR, job.directory)
+    return _completed(description, staging, FUNCTION_STDOUT, FUNCTION_STDERR, job)
+
+
+def _completed(description, staging, stdout: str, stderr: str, job):
+    """Add stream redirection, resources and staging (kept even on failure) to *description*; verify it."""
+    staging.streams(description, stdout, stderr, job.directory)
     _resources(description, job.resources)
     description.input_staging = staging.inputs
     description.output_staging = staging.outputs
