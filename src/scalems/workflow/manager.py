@@ -117,6 +117,10 @@ class WorkflowManager:
         self._cores_in_use = 0
         self._gpus_in_use = 0
         self._unfinished = 0
+        # Set while no added task is unfinished; close() waits on it. A completion wakes no
+        # thread unless it is the last one (or a waiter registered on that task).
+        self._idle = threading.Event()
+        self._idle.set()
         self._state = "new"
         self._scope_token = None
         self.counts = collections.Counter()
@@ -244,9 +248,8 @@ class WorkflowManager:
         try:
             if not cancel:
                 try:
-                    with self._condition:
-                        while self._unfinished:
-                            self._condition.wait(0.5)
+                    while not self._idle.wait(0.5):
+                        pass
                 except KeyboardInterrupt as error:
                     logger.warning("Interrupted: cancelling the remaining tasks.")
                     interrupt = error
@@ -391,6 +394,8 @@ class WorkflowManager:
                 self._dir_renamed[label] = f"{dirname}-{uid[:8]}"
             self._order.append(task)
             self._unfinished += 1
+            if self._unfinished == 1:
+                self._idle.clear()
             self.counts["added"] += 1
         if not self.use_cache:
             self._store.forget_task(uid)  # a complete record is final unless dropped first
@@ -700,8 +705,9 @@ class WorkflowManager:
                 return
             callbacks = task._finish(state, result, exception)
             self._unfinished -= 1
+            if not self._unfinished:
+                self._idle.set()
             self.counts[state.value] += 1
-            self._condition.notify_all()
         if callbacks:
             for fn in callbacks:
                 _invoke_callback(fn, task)

@@ -157,10 +157,21 @@ class Task:
         if self._state in FINAL_STATES:
             return
         self._manager._check_can_block(self)
-        cond = self._manager._condition
-        with cond:
-            if not cond.wait_for(self.done, timeout):
-                raise concurrent.futures.TimeoutError(f"task {self.label!r} did not finish within {timeout} s")
+        # A private event set by a done-callback: the waiting thread wakes for this task only,
+        # not for each of the thousands of other completions.
+        finished = threading.Event()
+        with self._manager._condition:
+            if self._state in FINAL_STATES:
+                return
+            if self._callbacks is None:
+                self._callbacks = []
+            wake = _Wake(finished)
+            self._callbacks.append(wake)
+        if not finished.wait(timeout):
+            with self._manager._condition:
+                if self._callbacks is not None and wake in self._callbacks:
+                    self._callbacks.remove(wake)  # so polling with short timeouts does not pile them up
+            raise concurrent.futures.TimeoutError(f"task {self.label!r} did not finish within {timeout} s")
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started. Tasks that need it fail. Returns True if cancelled."""
@@ -213,6 +224,18 @@ class Task:
         self._exception = exception
         callbacks, self._callbacks = self._callbacks, None
         return callbacks
+
+
+class _Wake:
+    """Done-callback that sets an event (a class, so it has a readable repr in logs)."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, _task):
+        self.event.set()
 
 
 def _invoke_callback(fn, task):
@@ -325,16 +348,33 @@ def _flatten(tasks) -> list:
 
 
 class _Waiter:
-    """Collects completions from done-callbacks for wait()/as_completed()."""
+    """Collects completions from done-callbacks for wait()/as_completed().
 
-    def __init__(self):
+    It wakes the waiting thread only when the wait may end (not on every one of
+    thousands of completions), and keeps counts so checking is O(1).
+    """
+
+    def __init__(self, total: int, return_when: str = ALL_COMPLETED):
         self.event = threading.Condition()
         self.finished: list = []
+        self.total = total
+        self.return_when = return_when
+        self.failed = False
 
     def __call__(self, task):
         with self.event:
             self.finished.append(task)
-            self.event.notify_all()
+            if task._state is not TaskState.DONE:
+                self.failed = True
+            if self.satisfied():
+                self.event.notify_all()
+
+    def satisfied(self) -> bool:
+        if self.return_when == ALL_COMPLETED:
+            return len(self.finished) >= self.total
+        if self.return_when == FIRST_COMPLETED:
+            return bool(self.finished)
+        return self.failed or len(self.finished) >= self.total
 
 
 def _check_blocking(tasks):
@@ -348,23 +388,16 @@ def wait(tasks, timeout: typing.Optional[float] = None, return_when: str = ALL_C
     """Wait for tasks (or ensembles). Returns ``(done, not_done)`` sets, as :func:`concurrent.futures.wait`."""
     import time
 
+    if return_when not in (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION):
+        raise ValueError(f"return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION, not {return_when!r}")
     flat = list(dict.fromkeys(_flatten(tasks)))
     _check_blocking(flat)
-    waiter = _Waiter()
+    waiter = _Waiter(len(flat), return_when)
     for task in flat:
         task.add_done_callback(waiter)
-
-    def satisfied():
-        done_tasks = [t for t in flat if t.done()]
-        if return_when == FIRST_COMPLETED:
-            return bool(done_tasks)
-        if return_when == FIRST_EXCEPTION and any(t.exception() is not None for t in done_tasks):
-            return True
-        return len(done_tasks) == len(flat)
-
     deadline = None if timeout is None else time.monotonic() + timeout
     with waiter.event:
-        while not satisfied():
+        while not waiter.satisfied():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
@@ -380,7 +413,7 @@ def as_completed(tasks, timeout: typing.Optional[float] = None) -> typing.Iterat
     flat = list(dict.fromkeys(_flatten(tasks)))
     _check_blocking(flat)
     deadline = None if timeout is None else time.monotonic() + timeout
-    waiter = _Waiter()
+    waiter = _Waiter(len(flat), FIRST_COMPLETED)
     for task in flat:
         task.add_done_callback(waiter)
     yielded = 0
