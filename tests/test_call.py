@@ -1,5 +1,6 @@
 """scalems.call: a function call survives the trip to another process and back."""
 
+import enum
 import json
 import math
 import os
@@ -35,6 +36,11 @@ def scale(values, *, factor=2):
 class Box:
     def __init__(self, content):
         self.content = content
+
+
+class Flag(enum.IntEnum):
+    A = 1
+    B = 2
 
 
 class DetailedError(Exception):
@@ -119,6 +125,27 @@ def test_set_and_custom_class_values():
     assert returned_set == {1, 2, 3}
     assert isinstance(box, Box)
     assert box.content == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (1, 2.5, "text", b"bytes", None, True, 3j),
+        {"nested": [(1, 2), {3, 4}, frozenset({5})], 7: [{"deep": [1.0]}]},
+        list(range(10_000)),
+    ],
+    ids=["scalars", "nested", "long-list"],
+)
+def test_builtin_data_round_trips_with_exact_types(value):
+    result = round_trip(lambda v: v, args=(value,))
+    assert result.exception is None
+    assert result.return_value == value and type(result.return_value) is type(value)
+
+
+def test_subclass_of_builtin_keeps_its_class():
+    """Only exact built-in types take the fast standard-pickle path; subclasses go through dill."""
+    result = round_trip(lambda: Flag.B)
+    assert result.return_value is Flag.B
 
 
 def test_none_return_value():

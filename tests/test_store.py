@@ -407,6 +407,35 @@ def test_record_and_reopen(tmp_path):
         assert s.count_tasks() == 2
 
 
+def test_result_cache_lookup(tmp_path):
+    """get_complete: only complete records; bulk read-ahead never hands out a stale or large row wrongly."""
+    from scalems.store.record import PRELOAD_RESULT_MAX
+
+    work = tmp_path / "work"
+    big = b"x" * (PRELOAD_RESULT_MAX + 1)
+    with FileStore(work) as s:
+        out = s.add_bytes(b"42\n")
+        s.record_task("small", label="a", kind="function", state=COMPLETE, result=b"r1")
+        s.record_task("big", label="b", kind="function", state=COMPLETE, result=big)
+        s.record_task("exe", label="c", kind="executable", state=COMPLETE, result=b"{}", files={"out": out})
+        s.record_task("failed", label="d", kind="function", state="failed", error="boom")
+        assert s.get_complete("small") == ("function", b"r1", {})  # from the write buffer
+    with FileStore(work) as s:
+        assert s.get_complete("small") == ("function", b"r1", {})
+        assert s.get_complete("small") == ("function", b"r1", {})  # asked twice: from the database
+        assert s.get_complete("big") == ("function", big, {})
+        assert s.get_complete("exe") == ("executable", b"{}", {"out": out})
+        assert s.get_complete("failed") is None and s.get_complete("nope") is None
+    with FileStore(work) as s:
+        assert s.get_complete("nope") is None  # reads ahead
+        s.forget_task("exe")
+        s.flush()
+        assert s.get_complete("exe") is None  # the read-ahead copy went with the record
+        s.record_task("failed", label="d", kind="function", state=COMPLETE, result=b"r2")
+        s.flush()
+        assert s.get_complete("failed") == ("function", b"r2", {})
+
+
 def test_state_updates_and_forget(store):
     store.record_task("u", label="t", kind="executable", state="running")
     store.record_task("u", label="t", kind="executable", state="failed", error="boom")

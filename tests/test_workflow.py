@@ -7,6 +7,7 @@ directory, so "nothing ran" is observed, not timed.
 """
 
 import asyncio
+import concurrent.futures
 import pathlib
 import sys
 
@@ -205,6 +206,21 @@ def test_labels_identity_and_ensembles(make_workflow, tmp_path):
         assert total.result(timeout=120) == 10
 
 
+def test_closure_rebound_after_creation_is_a_different_task(make_workflow, tmp_path):
+    """Late binding: a closure's captured value at submission time is part of the task's identity."""
+    factor = 2
+
+    def times(x):
+        return x * factor
+
+    with make_workflow(tmp_path / "work"):
+        first = scalems.submit(times, 5)
+        factor = 3
+        second = scalems.submit(times, 5)
+        assert first is not second and first.uid != second.uid
+        assert (first.result(timeout=120), second.result(timeout=120)) == (10, 15)
+
+
 def test_wait_and_as_completed(make_workflow, tmp_path):
     with make_workflow(tmp_path / "work"):
         tasks = [scalems.submit(add_one, i) for i in range(6)]
@@ -215,6 +231,23 @@ def test_wait_and_as_completed(make_workflow, tmp_path):
         callbacks = []
         tasks[0].add_done_callback(callbacks.append)
         assert callbacks == [tasks[0]]
+        with pytest.raises(ValueError, match="return_when"):
+            scalems.wait(tasks, return_when="SOMETIMES")
+
+
+def test_wait_returns_early_on_failure_or_first_completion(make_workflow, tmp_path):
+    gate = tmp_path / "gate"
+    with make_workflow(tmp_path / "work"):
+        slow = scalems.executable(["sh", "-c", f'while [ ! -e "{gate}" ]; do sleep 0.05; done'])
+        failing = scalems.submit(fail_with, "early")
+        done, not_done = scalems.wait([slow, failing], timeout=120, return_when=scalems.FIRST_EXCEPTION)
+        assert done == {failing} and not_done == {slow}
+        done, not_done = scalems.wait([slow, failing], timeout=120, return_when=scalems.FIRST_COMPLETED)
+        assert failing in done and slow in not_done
+        with pytest.raises(concurrent.futures.TimeoutError):
+            slow.result(timeout=0.1)
+        gate.touch()
+        assert slow.result(timeout=120).exitcode == 0
 
 
 def test_argument_errors_are_reported_at_the_call(make_workflow, tmp_path):

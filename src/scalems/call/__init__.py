@@ -194,11 +194,13 @@ def _importable(func) -> bool:
     return target is func
 
 
-class CallPack(typing.TypedDict):
+class CallPack(typing.TypedDict, total=False):
     """JSON form of a :class:`Call` (what :func:`serialize_call` writes).
 
     *func*, each element of *args* and each value of *kwargs* are hex-encoded
-    dill pickles. The other fields are plain JSON.
+    dill pickles. The other fields are plain JSON. Only *func* is required:
+    null fields, the default *outputs* and the default encoding are left out,
+    which keeps the records of large ensembles small.
     """
 
     func: str
@@ -214,11 +216,12 @@ class CallPack(typing.TypedDict):
     encoder: str
 
 
-class ResultPack(typing.TypedDict):
+class ResultPack(typing.TypedDict, total=False):
     """JSON form of a :class:`CallResult` (what :func:`serialize_result` writes).
 
-    *return_value* and *exception* are hex-encoded dill pickles (or null);
-    *traceback* is text; *directory*, *stdout* and *stderr* are URIs (or null).
+    *return_value* and *exception* are hex-encoded dill pickles; *traceback* is
+    text; *directory*, *stdout* and *stderr* are URIs. Null fields and the
+    default encoding are left out.
     """
 
     return_value: str | None
@@ -410,7 +413,7 @@ def serialize_call(
         encoder=ENCODING,
     )
     try:
-        return json.dumps(pack, separators=(",", ":"))
+        return _COMPACT.encode(_compact(pack))
     except (TypeError, ValueError) as err:
         raise ConfigurationError(f"requirements of {name} must be plain JSON data: {err}") from err
 
@@ -577,7 +580,18 @@ def serialize_result(result: CallResult) -> str:
         decoder=ENCODING,
         encoder=ENCODING,
     )
-    return json.dumps(pack, separators=(",", ":"))
+    return _COMPACT.encode(_compact(pack))
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_DEFAULTS = {"encoder": ENCODING, "decoder": ENCODING, "outputs": list(DEFAULT_OUTPUTS)}
+
+
+def _compact(pack: dict) -> dict:
+    """*pack* without null fields and fields at their default (readers fill those in)."""
+    return {
+        key: value for key, value in pack.items() if value is not None and _DEFAULTS.get(key, _compact) != value
+    }
 
 
 def deserialize_result(text: str | bytes) -> CallResult:

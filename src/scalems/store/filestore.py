@@ -253,6 +253,11 @@ class FileStore:
         self._check()
         return self._record.get(uid)
 
+    def get_complete(self, uid: str) -> typing.Optional[tuple]:
+        """``(kind, result, files)`` if *uid* has a complete record: the result-cache lookup."""
+        self._check()
+        return self._record.get_complete(uid)
+
     def get_tasks(self, uids: typing.Iterable[str]) -> dict[str, TaskRecord]:
         """Records of many uids in a few queries; uids without a record are left out."""
         self._check()

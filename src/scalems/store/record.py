@@ -66,6 +66,9 @@ CREATE TABLE digest_memo (   -- content digests of input files, valid while the 
 );
 """
 _COLUMNS = "uid, label, kind, state, result, files, error, updated"
+#: Complete records with results up to this size are read in one query when the record is
+#: first consulted, so a re-run of a large ensemble does not pay one query per task.
+PRELOAD_RESULT_MAX = 4096
 # Bound parameters per bulk query: below SQLITE_MAX_VARIABLE_NUMBER (999) of old SQLite builds.
 _CHUNK = 900
 
@@ -98,15 +101,19 @@ def _encode_files(files: dict[str, FileRecord]) -> str:
 _new = object.__new__
 
 
+def _decode_files(text: str) -> dict:
+    decoded = {}
+    for name, (digest, size) in json.loads(text).items():
+        f = _new(FileRecord)
+        f.__dict__.update(digest=digest, size=size)
+        decoded[name] = f
+    return decoded
+
+
 def _decode(row) -> TaskRecord:
     """Row to record. Bypasses the frozen-dataclass __init__ (3x slower): bulk reads decode 100k rows."""
     uid, label, kind, state, result, files, error, updated = row
-    decoded = {}
-    if files != "{}":
-        for name, (digest, size) in json.loads(files).items():
-            f = _new(FileRecord)
-            f.__dict__.update(digest=digest, size=size)
-            decoded[name] = f
+    decoded = _decode_files(files) if files != "{}" else {}
     rec = _new(TaskRecord)
     rec.__dict__.update(
         uid=uid,
@@ -153,7 +160,9 @@ class Record:
         self._pending: dict[str, typing.Any] = {}
         # path -> memo row (without path)
         self._pending_memo: dict[str, tuple] = {}
-        self._stored: typing.Optional[set] = None  # uids with a committed row (loaded on first use)
+        # uid -> None for every committed row (loaded on first use), or the row's
+        # (kind, result, files) read ahead for get_complete(), handed out once.
+        self._stored: typing.Optional[dict[str, typing.Optional[tuple]]] = None
         self._oldest = 0.0  # time.monotonic() of the oldest buffered write
         self._flusher: typing.Optional[threading.Thread] = None
         self._closing = False
@@ -203,6 +212,7 @@ class Record:
             self._conn = conn
             self._closing = False
             self._flush_error = None
+            self._stored = None  # another run may have written since this object last looked
 
     def close(self):
         """Commit what is buffered and close. Idempotent."""
@@ -238,10 +248,21 @@ class Record:
 
     # --- tasks ---
 
-    def _stored_uids(self) -> set:
-        """Uids that have a committed row; lets lookups of new work skip the database."""
+    def _stored_uids(self) -> dict:
+        """Uids that have a committed row (as dict keys); lets lookups of new work skip the database.
+
+        The same scan reads ahead the complete rows with small results: a re-run
+        asks for nearly all of them, and one query beats thousands.
+        """
         if self._stored is None:
-            self._stored = {row[0] for row in self._conn.execute("SELECT uid FROM task")}
+            self._stored = {
+                uid: (kind, result, files) if small else None
+                for uid, kind, result, files, small in self._conn.execute(
+                    "SELECT uid, kind, CASE WHEN small THEN result END, files, small FROM "
+                    "(SELECT *, state=? AND ifnull(length(result), 0) <= ? AS small FROM task)",
+                    (COMPLETE, PRELOAD_RESULT_MAX),
+                )
+            }
         return self._stored
 
     def get(self, uid: str) -> typing.Optional[TaskRecord]:
@@ -253,6 +274,29 @@ class Record:
                 return None
             row = self._conn.execute(f"SELECT {_COLUMNS} FROM task WHERE uid=?", (uid,)).fetchone()
         return None if row is None else _decode(row)
+
+    def get_complete(self, uid: str) -> typing.Optional[tuple]:
+        """``(kind, result, files)`` of a complete record of *uid*, or None: the result-cache lookup."""
+        with self._lock:
+            found = self._pending.get(uid)
+            if found is not None:
+                if found is _FORGOTTEN or found.state != COMPLETE:
+                    return None
+                return found.kind, found.result, found.files
+            stored = self._stored_uids()
+            if uid not in stored:
+                return None
+            row = stored[uid]
+            if row is None:
+                row = self._conn.execute(
+                    "SELECT kind, result, files FROM task WHERE uid=? AND state=?", (uid, COMPLETE)
+                ).fetchone()
+                if row is None:
+                    return None
+            else:
+                stored[uid] = None  # handed out once: read-ahead copies must not pile up
+        kind, result, files = row
+        return kind, result, (_decode_files(files) if files != "{}" else {})
 
     def get_many(self, uids: typing.Iterable[str]) -> dict[str, TaskRecord]:
         """Records for those of *uids* that have one (missing uids are absent from the result)."""
@@ -427,8 +471,12 @@ class Record:
                 raise StoreError(f"cannot commit to the task record {self.db_path}: {exc}") from exc
             raise
         if self._stored is not None:
-            self._stored.difference_update(uid for (uid,) in forgotten)
-            self._stored.update(self._pending.keys() - {uid for (uid,) in forgotten})
+            stored = self._stored
+            for uid, rec in self._pending.items():
+                if rec is _FORGOTTEN:
+                    stored.pop(uid, None)
+                else:
+                    stored[uid] = None  # committed; a read-ahead copy would be stale
         self._pending.clear()
         self._pending_memo.clear()
 

@@ -9,7 +9,7 @@ to an argument or an input file's content gives a new uid.
 
 from __future__ import annotations
 
-__all__ = ("fingerprint", "Encoder", "callable_identity")
+__all__ = ("fingerprint", "digest_text", "canonical_text", "Encoder", "callable_identity", "cacheable_identity")
 
 import functools
 import hashlib
@@ -18,16 +18,29 @@ import os
 import pathlib
 import types
 import typing
+import weakref
 
 from scalems.file import FileReference, OutputFile
 
 #: Bump when the encoding changes, so old records are not mistaken for new ones.
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
+
+# One encoder for every fingerprint (json.dumps with options builds a new one per call).
+# Keys are not sorted: every dict in task material is built in a fixed order, and user
+# dicts are encoded as sorted item lists by Encoder, so the text is canonical anyway.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
 def fingerprint(material) -> str:
-    """sha256 hex digest of a JSON-encodable structure (canonical form)."""
-    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """sha256 hex digest of a JSON-encodable structure whose dicts have a fixed key order."""
+    return hashlib.sha256(_CANONICAL.encode(material).encode("utf-8")).hexdigest()
+
+
+canonical_text = _CANONICAL.encode
+
+
+def digest_text(text: str) -> str:
+    """The fingerprint of material whose canonical text is *text*."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -51,7 +64,7 @@ class Encoder:
         if kind in _PLAIN:
             return value
         if kind is list or kind is tuple:
-            return {kind.__name__: [self.encode(item) for item in value]}
+            return {kind.__name__: self.encode_items(value)}
         # Imported here to keep this module importable on its own.
         from scalems.workflow.task import Ensemble, Task
 
@@ -89,6 +102,14 @@ class Encoder:
             return {"callable": callable_identity(value)}
         return {"object": _pickle_digest(value)}
 
+    def encode_items(self, values) -> list:
+        """A list of encoded items (positional arguments, argv)."""
+        plain = _PLAIN
+        for item in values:
+            if type(item) not in plain:
+                return [self.encode(item) for item in values]
+        return list(values)
+
     def encode_path(self, path: os.PathLike) -> dict:
         """An input file: its content digest counts, not its name."""
         path = pathlib.Path(path).absolute()
@@ -101,7 +122,17 @@ def _pickle_digest(value) -> str:
     return hashlib.sha256(dill.dumps(value, byref=True, recurse=True)).hexdigest()
 
 
-_identity_cache: dict = {}
+# Weak keys: a workflow that makes thousands of lambdas does not keep them all alive.
+_identity_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def cacheable_identity(func) -> bool:
+    """Whether :func:`callable_identity` of *func* can be kept per function object.
+
+    A closure's cells can be rebound after the function was made (late binding), so
+    its identity is recomputed on every use.
+    """
+    return isinstance(func, (types.FunctionType, types.BuiltinFunctionType)) and not getattr(func, "__closure__", None)
 
 
 def callable_identity(func) -> str:
@@ -159,10 +190,11 @@ def callable_identity(func) -> str:
             identity = fingerprint(["builtin", getattr(func, "__module__", None), func.__qualname__])
     else:
         identity = fingerprint(["object", _pickle_digest(func)])
-    try:
-        _identity_cache[func] = identity
-    except TypeError:
-        pass
+    if cacheable_identity(func):
+        try:
+            _identity_cache[func] = identity
+        except TypeError:  # builtins cannot be weakly referenced
+            pass
     return identity
 
 

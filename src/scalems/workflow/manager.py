@@ -20,6 +20,7 @@ __all__ = ("WorkflowManager",)
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 import os
@@ -49,10 +50,10 @@ from scalems.execution.jobs import (
 )
 from scalems.file import FileReference, OutputFile
 from scalems.store import FileStore
-from .fingerprint import FINGERPRINT_VERSION, Encoder, fingerprint
+from .fingerprint import Encoder
 from .scope import pop_scope, push_scope
 from .spec import ExecutableSpec, FunctionSpec, normalize_argv
-from .task import FINAL_STATES, Ensemble, ExecutableResult, Task, TaskState, _invoke_callback
+from .task import FINAL_STATES, Ensemble, ExecutableResult, Task, TaskState, _invoke_callback, decode_function_result
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 def _safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "task"
+
+
+@functools.lru_cache(maxsize=256)
+def _safe_prefix(name: str) -> str:
+    """:func:`_safe_name` of a function or program name (few distinct ones, each used many times)."""
+    return _safe_name(name)
 
 
 class WorkflowManager:
@@ -362,72 +369,100 @@ class WorkflowManager:
 
     def _add(self, kind: str, spec, label: typing.Optional[str], default_name: str) -> Task:
         encoder = Encoder(self._store.file_digest)
-        material = spec.material(encoder)
-        material["version"] = FINGERPRINT_VERSION
-        uid = fingerprint(material)
-        upstream = list(encoder.upstream.values())
-        for task in upstream:
+        uid = spec.uid(encoder)
+        upstream = encoder.upstream
+        for task in upstream.values():
             if task._manager is not self:
                 raise ContextError(f"{task!r} belongs to another workflow and cannot be an input here.")
-        with self._condition:
-            existing = self._tasks.get(uid)
+        if label is not None or uid in self._tasks:
+            existing = self._existing(uid, label)
             if existing is not None:
-                # The same work described twice is one task; another label becomes an alias.
-                if label is not None and self._labels.setdefault(label, uid) != uid:
-                    raise DuplicateKeyError(
-                        f"Label {label!r} is already used by a different task in this workflow; labels must be unique."
-                    )
                 return existing
+        found = self._store.get_complete(uid) if self.use_cache else None
+        if found is None and kind == "function" and not upstream:
+            # Encode the call now, so the task runs with the values it was fingerprinted with
+            # even if the script later rebinds a closure variable or mutates an argument; a value
+            # that cannot be sent to another process is reported at the script's line.
+            spec.call = _serialize_call(spec, spec.args, spec.kwargs)
+        with self._condition:
+            if uid in self._tasks or (label is not None and label in self._labels):
+                existing = self._existing(uid, label)  # added meanwhile by another thread
+                if existing is not None:
+                    return existing
             if label is None:
-                label = f"{_safe_name(default_name)}-{uid[:8]}"
-            elif self._labels.get(label, uid) != uid:
-                raise DuplicateKeyError(
-                    f"Label {label!r} is already used by a different task in this workflow; labels must be unique."
-                )
+                label = f"{_safe_prefix(default_name)}-{uid[:8]}"
+                dirname = label  # already safe
+            else:
+                dirname = _safe_name(label)
             if spec.resources is not DEFAULT_RESOURCES:
                 self._backend.check_fits(label, spec.resources)
             task = Task(self, uid=uid, label=label, kind=kind, spec=spec)
             self._tasks[uid] = task
             self._labels[label] = uid
-            dirname = _safe_name(label)
             if self._dir_owner.setdefault(dirname, label) != label:  # labels differing only in unsafe characters
                 self._dir_renamed[label] = f"{dirname}-{uid[:8]}"
             self._order.append(task)
+            counts = self.counts
+            counts["added"] += 1
+            if found is not None and kind == "function":
+                # A recorded function result: done now, decoded when first asked for.
+                task._cached = True
+                task._recorded = found[1]
+                task._state = TaskState.DONE
+                counts["cached"] += 1
+                counts["done"] += 1
+                return task
+        if not self.use_cache:
+            self._store.forget_task(uid)  # a complete record is final unless dropped first
+        elif found is not None and self._finish_from_record(task, found):
+            return task
+        with self._condition:
             self._unfinished += 1
             if self._unfinished == 1:
                 self._idle.clear()
-            self.counts["added"] += 1
-        if not self.use_cache:
-            self._store.forget_task(uid)  # a complete record is final unless dropped first
-        else:
-            cached = self._lookup_cached(task)
-            if cached is not None or task._decode is not None:
-                task._cached = True
-                with self._condition:
-                    self.counts["cached"] += 1
-                self._complete(task, TaskState.DONE, result=cached)
-                return task
-        self._incoming.append((task, upstream))
+        self._incoming.append((task, list(upstream.values())))
         if not self._wake_pending:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._drain_incoming)
         return task
 
+    def _existing(self, uid: str, label: typing.Optional[str]) -> typing.Optional[Task]:
+        """The task already added for *uid* (a second label becomes its alias); checks label clashes."""
+        with self._condition:
+            existing = self._tasks.get(uid)
+            if label is not None and self._labels.get(label, uid) != uid:
+                raise DuplicateKeyError(
+                    f"Label {label!r} is already used by a different task in this workflow; labels must be unique."
+                )
+            if existing is not None and label is not None:
+                self._labels[label] = uid
+            return existing
+
     def _task_directory(self, label: str) -> pathlib.Path:
         return self.directory / TASKS_DIRNAME / self._dir_renamed.get(label, _safe_name(label))
 
     # ---- the result cache --------------------------------------------------------------------------
-    def _lookup_cached(self, task: Task):
-        record = self._store.get_task(task.uid)
-        if record is None or record.state != "complete":
-            return None
+    def _finish_from_record(self, task: Task, found: tuple) -> bool:
+        """Complete a new executable task from its record (``get_complete``); False if that is unusable.
+
+        A new task has no dependents or callbacks yet, so this is only a state change.
+        """
+        kind, recorded, files = found
+        result = self._restore_executable(task, recorded, files)
+        if result is None:
+            return False
+        with self._condition:
+            task._cached = True
+            task._finish(TaskState.DONE, result, None)
+            self.counts["cached"] += 1
+            self.counts["done"] += 1
+        return True
+
+    def _restore_executable(self, task: Task, recorded: bytes, files: dict) -> typing.Optional[ExecutableResult]:
+        """The recorded result of an executable, with its output files put back if they were removed."""
         try:
-            if task.kind == "function":
-                text = record.result.decode("utf-8")
-                task._decode = lambda: _decode_function_result(task, text)  # decoded when first asked for
-                return None
-            info = json.loads(record.result)
-            for name, file_record in record.files.items():
+            info = json.loads(recorded)
+            for name, file_record in files.items():
                 path = task.directory / name
                 try:
                     intact = path.stat().st_size == file_record.size
@@ -653,18 +688,14 @@ class WorkflowManager:
         return await asyncio.to_thread(lambda: {name: add(path) for name, path in found})
 
     async def _execute_function(self, task: Task):
-        import scalems.call
-
         spec: FunctionSpec = task.spec
-        args = _resolve(spec.args)
-        kwargs = _resolve(spec.kwargs)
         directory = None
         if spec.resources.ranks > 1 or self._backend.function_jobs_need_directory:
             self._prepare_directory(task)
             directory = task.directory
-        call = scalems.call.serialize_call(
-            spec.func, args=args, kwargs=kwargs, requirements=spec.resources.as_dict(), comm_arg=spec.comm_arg
-        )
+        call, spec.call = spec.call, None  # encoded when added, unless it waited for other tasks
+        if call is None:
+            call = _serialize_call(spec, _resolve(spec.args), _resolve(spec.kwargs))
         job = FunctionJob(
             uid=task.uid, label=task.label, call=call, directory=directory, resources=spec.resources, comm_arg=spec.comm_arg
         )
@@ -674,7 +705,7 @@ class WorkflowManager:
         if outcome.error is not None or outcome.result is None:
             raise TaskFailedError(task.label, uid=task.uid, reason=outcome.error or "no result was returned")
         text = outcome.result if isinstance(outcome.result, str) else json.dumps(outcome.result)
-        value = _decode_function_result(task, text)
+        value = decode_function_result(task, text)
         self._record(task.uid, label=task.label, kind="function", state="complete", result=text.encode())
         return value
 
@@ -782,6 +813,14 @@ class WorkflowManager:
         return f"<WorkflowManager {self.directory} backend={backend} state={self._state}>"
 
 
+def _serialize_call(spec: FunctionSpec, args, kwargs) -> str:
+    import scalems.call
+
+    return scalems.call.serialize_call(
+        spec.func, args=args, kwargs=kwargs, requirements=spec.resources.as_dict(), comm_arg=spec.comm_arg
+    )
+
+
 def _resolve(value):
     """Replace task handles and file references in call arguments by their results / paths."""
     if isinstance(value, Task):
@@ -811,20 +850,3 @@ def _executable_result(task: Task, exitcode: int) -> ExecutableResult:
         directory=str(directory),
         file={name: str(directory / name) for name in spec.output_names()},
     )
-
-
-def _decode_function_result(task: Task, text: str):
-    import scalems.call
-
-    result = scalems.call.deserialize_result(text)
-    if result.exception is not None:
-        exc = result.exception
-        error = TaskFailedError(
-            task.label,
-            uid=task.uid,
-            reason=f"{type(exc).__name__}: {exc}",
-            remote_traceback=getattr(result, "traceback", "") or "",
-        )
-        error.__cause__ = exc if isinstance(exc, BaseException) else None
-        raise error
-    return result.return_value

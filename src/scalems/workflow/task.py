@@ -23,6 +23,7 @@ import pathlib
 import threading
 import typing
 
+from scalems.exceptions import TaskFailedError
 from scalems.file import FileReference
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Task:
         "_dependents",
         "_waiting_on",
         "_cached",
-        "_decode",
+        "_recorded",
         "_directory",
         "__weakref__",
     )
@@ -93,7 +94,7 @@ class Task:
         self._dependents: typing.Optional[list] = None
         self._waiting_on = 0
         self._cached = False
-        self._decode: typing.Optional[typing.Callable] = None  # decodes a recorded result on first use
+        self._recorded: typing.Optional[bytes] = None  # a recorded function result, decoded on first use
         self._directory: typing.Optional[pathlib.Path] = None
 
     # ---- queries -------------------------------------------------------------------------
@@ -131,7 +132,7 @@ class Task:
     def result(self, timeout: typing.Optional[float] = None):
         """Wait for the task and return its result, or raise why it has none."""
         self._wait(timeout)
-        if self._decode is not None:
+        if self._recorded is not None:
             self._decode_result()
         if self._exception is not None:
             raise self._exception
@@ -139,17 +140,17 @@ class Task:
 
     def _decode_result(self):
         with self._manager._condition:
-            decode, self._decode = self._decode, None
-            if decode is None:
+            recorded, self._recorded = self._recorded, None
+            if recorded is None:
                 return
             try:
-                self._result = decode()
+                self._result = decode_function_result(self, recorded)
             except BaseException as error:
                 self._exception = error
 
     def exception(self, timeout: typing.Optional[float] = None) -> typing.Optional[BaseException]:
         self._wait(timeout)
-        if self._decode is not None:
+        if self._recorded is not None:
             self._decode_result()
         return self._exception
 
@@ -428,3 +429,21 @@ def as_completed(tasks, timeout: typing.Optional[float] = None) -> typing.Iterat
         for task in batch:
             yielded += 1
             yield task
+
+
+def decode_function_result(task: Task, text: typing.Union[str, bytes]):
+    """The return value in a :mod:`scalems.call` result record, or the task failure it reports."""
+    import scalems.call
+
+    result = scalems.call.deserialize_result(text)
+    if result.exception is not None:
+        exc = result.exception
+        error = TaskFailedError(
+            task.label,
+            uid=task.uid,
+            reason=f"{type(exc).__name__}: {exc}",
+            remote_traceback=getattr(result, "traceback", "") or "",
+        )
+        error.__cause__ = exc if isinstance(exc, BaseException) else None
+        raise error
+    return result.return_value
