@@ -81,9 +81,14 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
 
     def __init__(self, *, configuration: typing.Optional[LocalConfiguration] = None, work_dir=None):
         super().__init__(configuration=configuration or LocalConfiguration())
-        self.prefetch = self.configuration().cores * (QUEUE_DEPTH - 1)
         self._work_dir = None if work_dir is None else os.fspath(work_dir)
         self._processes: set = set()
+
+    @property
+    def prefetch(self) -> int:
+        """Calls queued in workers behind running ones (adapts to how long calls take)."""
+        depth = self.runtime.queue_depth if self.runtime is not None else QUEUE_DEPTH
+        return self.configuration().cores * (depth - 1)
 
     def capacity(self) -> Resources:
         config = self.configuration()

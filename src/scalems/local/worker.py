@@ -14,15 +14,27 @@ import sys
 _HEADER = struct.Struct(">I")
 
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            raise EOFError
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+class _Reader:
+    """Frames from a pipe, reading whatever has arrived: a batch of queued calls costs one read."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def next_frame(self) -> bytes:
+        buffer = self.buffer
+        while True:
+            if len(buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(buffer)
+                end = _HEADER.size + size
+                if len(buffer) >= end:
+                    frame = bytes(buffer[_HEADER.size : end])
+                    del buffer[:end]
+                    return frame
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                raise EOFError
+            buffer += chunk
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -43,10 +55,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from scalems.call import execute
 
+    reader = _Reader(read_fd)
     while True:
         try:
-            (size,) = _HEADER.unpack(_read_exactly(read_fd, _HEADER.size))
-            record = _read_exactly(read_fd, size).decode("utf-8")
+            record = reader.next_frame().decode("utf-8")
         except EOFError:
             return 0
         reply = execute(record).encode("utf-8")

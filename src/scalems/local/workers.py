@@ -6,10 +6,15 @@ stays up makes a small call cost well under a millisecond. Each worker runs
 records) one after the other, exchanged over a pair of pipes as
 length-prefixed UTF-8 text.
 
-Replies are read by an event-loop reader callback (no thread, no per-call
-stream machinery). Each worker may hold one queued call behind the running
-one, so it never waits for the parent between calls; a queued call is not
-running, so this does not oversubscribe cores.
+Both directions are driven by event-loop callbacks (no thread, no per-call
+stream machinery): calls are appended to a per-worker outbox that is written
+once per loop iteration, without ever blocking the loop, and each read takes
+every reply that has arrived. A worker holds queued calls behind the running
+one, so it never waits for the parent between calls: two while calls take
+long, :data:`QUEUE_DEPTH_SHORT` while they take less than
+:data:`SHORT_CALL` seconds, so that a stream of tiny calls moves in batches
+rather than one system call and one process wake-up per call. A queued call
+is not running, so this does not oversubscribe cores.
 
 A worker that dies (a segfault, ``os._exit`` in user code, the OOM killer)
 fails only the call it was running; calls queued behind it go to another
@@ -30,16 +35,23 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import typing
 
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
 
-#: Calls a worker may hold: the running one plus this many queued.
+#: Calls a worker may hold (the running one included) while calls take long.
 QUEUE_DEPTH = 2
 
-#: Larger records are only sent to an idle worker, so a pipe write never blocks the event loop.
+#: Calls a worker may hold while calls are short: they then travel in batches.
+QUEUE_DEPTH_SHORT = 16
+
+#: A call is short below this many seconds (a running average of recent calls).
+SHORT_CALL = 0.002
+
+#: Larger records are only sent to an idle worker, so they never wait behind another call.
 PIPELINE_LIMIT = 32 * 1024
 
 
@@ -48,12 +60,13 @@ class WorkerDied(RuntimeError):
 
 
 class _Call:
-    __slots__ = ("text", "future", "abandoned")
+    __slots__ = ("text", "future", "abandoned", "sent")
 
-    def __init__(self, text: str, future: asyncio.Future):
+    def __init__(self, text: str, future: asyncio.Future, sent: float):
         self.text = text
         self.future = future
         self.abandoned = False
+        self.sent = sent
 
 
 class _Worker:
@@ -62,18 +75,31 @@ class _Worker:
         self.to_worker = to_worker
         self.from_worker = from_worker
         self.buffer = bytearray()
+        self.outbox = bytearray()  # framed calls not yet written to the pipe
+        self.writing = False  # a writer callback waits for room in the pipe
         self.pending: collections.deque = collections.deque()
         self.alive = True
+        self.last_reply = 0.0
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def send(self, text: str) -> None:
+    def queue(self, text: str) -> None:
         data = text.encode("utf-8")
-        view = memoryview(_HEADER.pack(len(data)) + data)
-        while view:
-            view = view[os.write(self.to_worker, view) :]
+        self.outbox += _HEADER.pack(len(data))
+        self.outbox += data
+
+    def write_some(self) -> bool:
+        """Write what the pipe takes now (non-blocking); True when the outbox is empty."""
+        outbox = self.outbox
+        while outbox:
+            try:
+                written = os.write(self.to_worker, outbox)
+            except BlockingIOError:
+                return False
+            del outbox[:written]
+        return True
 
     def frames(self) -> typing.Iterator[str]:
         buffer = self.buffer
@@ -108,6 +134,14 @@ class WorkerPool:
         self._workers: list = []
         self._waiters: collections.deque = collections.deque()
         self._closed = False
+        self._to_flush: list = []  # workers with calls in their outbox, written at the end of this loop turn
+        self._call_time: typing.Optional[float] = None  # running average of how long calls take (s)
+
+    @property
+    def queue_depth(self) -> int:
+        """Calls each worker may hold now, the running one included (see the module docstring)."""
+        average = self._call_time
+        return QUEUE_DEPTH_SHORT if average is not None and average < SHORT_CALL else QUEUE_DEPTH
 
     # ---- process management ------------------------------------------------------------------
     def _spawn(self) -> _Worker:
@@ -132,6 +166,7 @@ class WorkerPool:
             os.close(child_read)
             os.close(child_write)
         os.set_blocking(parent_read, False)
+        os.set_blocking(parent_write, False)
         worker = _Worker(process, parent_write, parent_read)
         asyncio.get_running_loop().add_reader(parent_read, self._on_readable, worker)
         self._workers.append(worker)
@@ -148,11 +183,41 @@ class WorkerPool:
             self._lost(worker)
             return
         worker.buffer += data
+        now = time.monotonic()
         for reply in worker.frames():
             call = worker.pending.popleft()
+            # The call began when the previous one ended, or when it was sent if the worker was idle.
+            self._observe(now - max(call.sent, worker.last_reply))
+            worker.last_reply = now
             if not call.future.done():
                 call.future.set_result(reply)
         self._wake_waiters()
+
+    def _observe(self, seconds: float) -> None:
+        average = self._call_time
+        self._call_time = seconds if average is None else 0.9 * average + 0.1 * seconds
+
+    def _flush(self) -> None:
+        """Write every outbox filled during this loop turn; wait for pipe room where there is none."""
+        workers, self._to_flush = self._to_flush, []
+        for worker in workers:
+            self._write(worker)
+
+    def _write(self, worker: _Worker) -> None:
+        if not worker.alive:
+            return
+        try:
+            done = worker.write_some()
+        except OSError:
+            self._lost(worker)
+            return
+        loop = asyncio.get_running_loop()
+        if done and worker.writing:
+            loop.remove_writer(worker.to_worker)
+            worker.writing = False
+        elif not done and not worker.writing:
+            loop.add_writer(worker.to_worker, self._write, worker)
+            worker.writing = True
 
     def _lost(self, worker: _Worker, reason: typing.Optional[str] = None) -> None:
         """The worker is gone (or being killed): fail its running call, re-queue the calls behind it."""
@@ -162,6 +227,10 @@ class WorkerPool:
         self._workers.remove(worker)
         loop = asyncio.get_running_loop()
         loop.remove_reader(worker.from_worker)
+        if worker.writing:
+            loop.remove_writer(worker.to_worker)
+            worker.writing = False
+        worker.outbox.clear()
         for fd in (worker.to_worker, worker.from_worker):
             try:
                 os.close(fd)
@@ -208,16 +277,16 @@ class WorkerPool:
                 best = worker
         if len(self._workers) < self.size:
             return self._spawn()
-        if best is not None and len(best.pending) < QUEUE_DEPTH and size <= PIPELINE_LIMIT:
+        if best is not None and len(best.pending) < self.queue_depth and size <= PIPELINE_LIMIT:
             return best
         return None
 
     def _wake_waiters(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        """Let every call waiting for a worker look again (each takes a free place or waits again)."""
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-                return
 
     async def run(self, call_text: str) -> str:
         """Execute one serialized call; return the serialized result.
@@ -235,12 +304,13 @@ class WorkerPool:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             await waiter
-        call = _Call(call_text, loop.create_future())
+        call = _Call(call_text, loop.create_future(), time.monotonic())
         worker.pending.append(call)
-        try:
-            worker.send(call_text)
-        except OSError:
-            self._lost(worker)
+        worker.queue(call_text)
+        if not self._to_flush:
+            loop.call_soon(self._flush)
+        if worker not in self._to_flush:
+            self._to_flush.append(worker)
         try:
             return await call.future
         except asyncio.CancelledError:
@@ -258,13 +328,16 @@ class WorkerPool:
             if not waiter.done():
                 waiter.cancel()
         workers = list(self._workers)
+        loop = asyncio.get_running_loop()
         for worker in workers:
+            if worker.writing:
+                loop.remove_writer(worker.to_worker)
+                worker.writing = False
             try:
                 os.close(worker.to_worker)  # EOF: an idle worker exits on its own.
             except OSError:
                 pass
             worker.to_worker = -1
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         for worker in workers:
             while worker.process.poll() is None and loop.time() < deadline:
