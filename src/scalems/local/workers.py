@@ -187,7 +187,9 @@ class WorkerPool:
         for reply in worker.frames():
             call = worker.pending.popleft()
             # The call began when the previous one ended, or when it was sent if the worker was idle.
-            self._observe(now - max(call.sent, worker.last_reply))
+            # A new worker's first reply also waited for the interpreter to start: not a sample.
+            if worker.last_reply:
+                self._observe(now - max(call.sent, worker.last_reply))
             worker.last_reply = now
             if not call.future.done():
                 call.future.set_result(reply)

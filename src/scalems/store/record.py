@@ -251,18 +251,26 @@ class Record:
     def _stored_uids(self) -> dict:
         """Uids that have a committed row (as dict keys); lets lookups of new work skip the database.
 
-        The same scan reads ahead the complete rows with small results: a re-run
-        asks for nearly all of them, and one query beats thousands.
+        The values read ahead the results of complete function tasks (small ones):
+        a re-run asks for nearly all of them, and one query beats thousands. Other
+        rows map to None and are read when asked for.
         """
         if self._stored is None:
-            self._stored = {
-                uid: (kind, result, files) if small else None
-                for uid, kind, result, files, small in self._conn.execute(
-                    "SELECT uid, kind, CASE WHEN small THEN result END, files, small FROM "
-                    "(SELECT *, state=? AND ifnull(length(result), 0) <= ? AS small FROM task)",
+            conn = self._conn
+            stored = dict(
+                conn.execute(
+                    "SELECT uid, result FROM task WHERE state=? AND kind='function' AND result IS NOT NULL "
+                    "AND length(result) <= ?",
                     (COMPLETE, PRELOAD_RESULT_MAX),
-                )
-            }
+                ).fetchall()
+            )
+            others = conn.execute(
+                "SELECT uid FROM task WHERE NOT (state=? AND kind='function' AND result IS NOT NULL "
+                "AND length(result) <= ?)",
+                (COMPLETE, PRELOAD_RESULT_MAX),
+            ).fetchall()
+            stored.update(dict.fromkeys(uid for (uid,) in others))
+            self._stored = stored
         return self._stored
 
     def get(self, uid: str) -> typing.Optional[TaskRecord]:
@@ -286,15 +294,15 @@ class Record:
             stored = self._stored_uids()
             if uid not in stored:
                 return None
-            row = stored[uid]
-            if row is None:
-                row = self._conn.execute(
-                    "SELECT kind, result, files FROM task WHERE uid=? AND state=?", (uid, COMPLETE)
-                ).fetchone()
-                if row is None:
-                    return None
-            else:
+            result = stored[uid]
+            if result is not None:
                 stored[uid] = None  # handed out once: read-ahead copies must not pile up
+                return "function", result, {}
+            row = self._conn.execute(
+                "SELECT kind, result, files FROM task WHERE uid=? AND state=?", (uid, COMPLETE)
+            ).fetchone()
+        if row is None:
+            return None
         kind, result, files = row
         return kind, result, (_decode_files(files) if files != "{}" else {})
 

@@ -31,12 +31,37 @@ FINGERPRINT_VERSION = 2
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
+def _c_encoder():
+    """The json module's C encoder, built once (JSONEncoder.encode builds one per call).
+
+    Same output as ``_CANONICAL.encode``; None where the C accelerator is missing.
+    """
+    try:
+        from json.encoder import c_make_encoder, encode_basestring
+
+        if c_make_encoder is None:
+            return None
+        make = c_make_encoder(None, _CANONICAL.default, encode_basestring, None, ":", ",", False, False, True)
+        if "".join(make([1, "é", None, {"k": True}], 0)) != _CANONICAL.encode([1, "é", None, {"k": True}]):
+            return None
+        return make
+    except Exception:  # a different C API in some Python version: use the pure form
+        return None
+
+
+_FAST = _c_encoder()
+
+
+def canonical_text(material) -> str:
+    """The canonical JSON text of *material* (compact, keys in insertion order, UTF-8 as is)."""
+    if _FAST is not None:
+        return "".join(_FAST(material, 0))
+    return _CANONICAL.encode(material)
+
+
 def fingerprint(material) -> str:
     """sha256 hex digest of a JSON-encodable structure whose dicts have a fixed key order."""
-    return hashlib.sha256(_CANONICAL.encode(material).encode("utf-8")).hexdigest()
-
-
-canonical_text = _CANONICAL.encode
+    return hashlib.sha256(canonical_text(material).encode("utf-8")).hexdigest()
 
 
 def digest_text(text: str) -> str:

@@ -10,8 +10,11 @@ Threads, and why:
   so mistakes surface at the script line that made them, and hands it to the
   dispatcher. ``task.result()`` blocks only the script, never the dispatcher.
 
-Task state changes happen under one condition variable per manager; waiters
-(``result()``, ``scalems.wait``) sleep on it.
+Task state changes happen under one lock per manager. Nobody sleeps on that
+lock: a thread waiting in ``result()`` or ``scalems.wait`` registers a
+done-callback on the tasks it waits for, so a completion wakes only the
+threads that wait for it, and ``close()`` waits for an event set when the last
+unfinished task ends.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class WorkflowManager:
         self._progress_enabled = progress
         self._store: typing.Optional[FileStore] = None
         self._backend = None
-        self._condition = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()  # guards task states, the task tables and counts
         self._tasks: dict = {}
         self._labels: dict = {}
         self._dir_owner: dict = {}  # task directory name -> the label that has it
@@ -205,6 +208,7 @@ class WorkflowManager:
         store = FileStore(self.directory)
         store.open()
         self._store = store
+        self._digest_file = store.file_digest
         try:
             self._backend = self._executor_factory(self, self._params)
             self._capacity = self._backend.capacity()
@@ -282,7 +286,7 @@ class WorkflowManager:
     async def _shutdown(self, cancel: bool):
         self._drain_incoming()
         if cancel:
-            with self._condition:
+            with self._lock:
                 pending = [t for t in self._order if t._state in (TaskState.WAITING, TaskState.READY)]
             for task in pending:
                 self._complete(task, TaskState.CANCELLED, exception=TaskCancelledError(task.label, uid=task.uid))
@@ -351,14 +355,23 @@ class WorkflowManager:
         comm_arg: typing.Optional[str] = None,
     ) -> Task:
         """Add one function-call task. See :func:`scalems.function_task`."""
-        self._check_open()
+        # This is the path of every task of a large ensemble (and of its re-runs): kept lean.
+        if self._state != "running":
+            self._check_open()
         if not callable(func):
             raise TypeError(f"the first argument must be a callable, got {type(func).__name__}")
-        resources = Resources.coerce(resources)
-        if resources.ranks > 1 and comm_arg is None:
-            comm_arg = "comm"
+        if resources is None:
+            resources = DEFAULT_RESOURCES
+        else:
+            resources = Resources.coerce(resources)
+            if resources.ranks > 1 and comm_arg is None:
+                comm_arg = "comm"
         spec = FunctionSpec(
-            func=func, args=tuple(args), kwargs=dict(kwargs or {}), resources=resources, comm_arg=comm_arg
+            func,
+            args if type(args) is tuple else tuple(args),
+            dict(kwargs) if kwargs else {},
+            resources,
+            comm_arg,
         )
         name = getattr(func, "__name__", None) or type(func).__name__
         return self._add("function", spec, label, name)
@@ -368,7 +381,7 @@ class WorkflowManager:
             raise ContextError(f"Cannot add tasks: the workflow is {self._state}.")
 
     def _add(self, kind: str, spec, label: typing.Optional[str], default_name: str) -> Task:
-        encoder = Encoder(self._store.file_digest)
+        encoder = Encoder(self._digest_file)
         uid = spec.uid(encoder)
         upstream = encoder.upstream
         for task in upstream.values():
@@ -384,7 +397,7 @@ class WorkflowManager:
             # even if the script later rebinds a closure variable or mutates an argument; a value
             # that cannot be sent to another process is reported at the script's line.
             spec.call = _serialize_call(spec, spec.args, spec.kwargs)
-        with self._condition:
+        with self._lock:
             if uid in self._tasks or (label is not None and label in self._labels):
                 existing = self._existing(uid, label)  # added meanwhile by another thread
                 if existing is not None:
@@ -396,7 +409,7 @@ class WorkflowManager:
                 dirname = _safe_name(label)
             if spec.resources is not DEFAULT_RESOURCES:
                 self._backend.check_fits(label, spec.resources)
-            task = Task(self, uid=uid, label=label, kind=kind, spec=spec)
+            task = Task(self, uid, label, kind, spec)
             self._tasks[uid] = task
             self._labels[label] = uid
             if self._dir_owner.setdefault(dirname, label) != label:  # labels differing only in unsafe characters
@@ -416,7 +429,7 @@ class WorkflowManager:
             self._store.forget_task(uid)  # a complete record is final unless dropped first
         elif found is not None and self._finish_from_record(task, found):
             return task
-        with self._condition:
+        with self._lock:
             self._unfinished += 1
             if self._unfinished == 1:
                 self._idle.clear()
@@ -428,7 +441,7 @@ class WorkflowManager:
 
     def _existing(self, uid: str, label: typing.Optional[str]) -> typing.Optional[Task]:
         """The task already added for *uid* (a second label becomes its alias); checks label clashes."""
-        with self._condition:
+        with self._lock:
             existing = self._tasks.get(uid)
             if label is not None and self._labels.get(label, uid) != uid:
                 raise DuplicateKeyError(
@@ -451,7 +464,7 @@ class WorkflowManager:
         result = self._restore_executable(task, recorded, files)
         if result is None:
             return False
-        with self._condition:
+        with self._lock:
             task._cached = True
             task._finish(TaskState.DONE, result, None)
             self.counts["cached"] += 1
@@ -506,7 +519,7 @@ class WorkflowManager:
         self._pump()
 
     def _make_ready(self, task: Task):
-        with self._condition:
+        with self._lock:
             if task._state is not TaskState.WAITING:
                 return
             task._state = TaskState.READY
@@ -539,7 +552,7 @@ class WorkflowManager:
             ready.popleft()
             self._cores_in_use += resources.cores
             self._gpus_in_use += resources.gpus
-            with self._condition:
+            with self._lock:
                 task._state = TaskState.RUNNING
             self.counts["running"] += 1
             self._running[task] = self._loop.create_task(self._execute(task))
@@ -731,7 +744,7 @@ class WorkflowManager:
 
     # ---- completion ---------------------------------------------------------------------------------
     def _complete(self, task: Task, state: TaskState, result=None, exception=None):
-        with self._condition:
+        with self._lock:
             if task._state in FINAL_STATES:
                 return
             callbacks = task._finish(state, result, exception)
@@ -770,7 +783,7 @@ class WorkflowManager:
         self._complete(task, TaskState.FAILED, exception=error)
 
     def _cancel_task(self, task: Task) -> bool:
-        with self._condition:
+        with self._lock:
             if task._state in FINAL_STATES:
                 return task._state is TaskState.CANCELLED
             if task._state is TaskState.RUNNING:
@@ -790,7 +803,7 @@ class WorkflowManager:
     @property
     def tasks(self) -> list:
         """All tasks added so far, in the order they were added."""
-        with self._condition:
+        with self._lock:
             return list(self._order)
 
     def failures(self) -> list:

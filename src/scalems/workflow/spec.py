@@ -14,7 +14,7 @@ import os
 import pathlib
 import typing
 
-from scalems.execution.jobs import Resources
+from scalems.execution.jobs import DEFAULT_RESOURCES, Resources
 from scalems.file import FileReference, OutputFile
 from scalems.workflow.fingerprint import (
     FINGERPRINT_VERSION,
@@ -92,7 +92,8 @@ class FunctionSpec:
         the parts that do not vary (function, resources, comm_arg) is kept per function.
         """
         func = self.func
-        key = (func, self.resources, self.comm_arg)
+        # Most tasks have the default resources and no comm_arg: the function alone is the key.
+        key = func if self.resources is DEFAULT_RESOURCES and self.comm_arg is None else (func, self.resources, self.comm_arg)
         try:
             head = _HEADS.get(key)
         except TypeError:  # an unhashable callable

@@ -7,7 +7,7 @@ tasks whose ``result()`` is the list of member results.
 
 Handles are created and completed by the :class:`~scalems.workflow.manager.WorkflowManager`;
 user code only reads them. They are kept small (``__slots__``, one shared
-condition variable per manager) because workflows reach 100,000 tasks.
+lock per manager) because workflows reach 100,000 tasks.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Task:
         "__weakref__",
     )
 
-    def __init__(self, manager, *, uid: str, label: str, kind: str, spec):
+    def __init__(self, manager, uid: str, label: str, kind: str, spec):
         self.uid = uid
         self.label = label
         self.kind = kind
@@ -139,7 +139,7 @@ class Task:
         return self._result
 
     def _decode_result(self):
-        with self._manager._condition:
+        with self._manager._lock:
             recorded, self._recorded = self._recorded, None
             if recorded is None:
                 return
@@ -161,7 +161,7 @@ class Task:
         # A private event set by a done-callback: the waiting thread wakes for this task only,
         # not for each of the thousands of other completions.
         finished = threading.Event()
-        with self._manager._condition:
+        with self._manager._lock:
             if self._state in FINAL_STATES:
                 return
             if self._callbacks is None:
@@ -169,7 +169,7 @@ class Task:
             wake = _Wake(finished)
             self._callbacks.append(wake)
         if not finished.wait(timeout):
-            with self._manager._condition:
+            with self._manager._lock:
                 if self._callbacks is not None and wake in self._callbacks:
                     self._callbacks.remove(wake)  # so polling with short timeouts does not pile them up
             raise concurrent.futures.TimeoutError(f"task {self.label!r} did not finish within {timeout} s")
@@ -180,7 +180,7 @@ class Task:
 
     def add_done_callback(self, fn: typing.Callable[["Task"], typing.Any]) -> None:
         """Call ``fn(task)`` when the task finishes (at once if it has). Errors in *fn* are logged."""
-        with self._manager._condition:
+        with self._manager._lock:
             if self._state not in FINAL_STATES:
                 if self._callbacks is None:
                     self._callbacks = []
