@@ -121,23 +121,31 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
         if job.env:
             env = dict(os.environ)
             env.update(job.env)
-        directory = job.directory
-        stdin = open(job.stdin, "rb") if job.stdin is not None else subprocess.DEVNULL
+        directory = os.fspath(job.directory)
+        # Plain descriptors: the child inherits them; Python file objects would only add cost.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        fds = []
         try:
-            with open(directory / job.stdout, "wb") as out, open(directory / job.stderr, "wb") as err:
-                try:
-                    process = await spawn(
-                        argv, cwd=directory, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True
-                    )
-                except FileNotFoundError:
-                    return ExecutableOutcome(None, error=_not_found(argv[0], env))
-                except PermissionError:
-                    return ExecutableOutcome(None, error=f"program {argv[0]!r} is not executable (permission denied)")
-                except OSError as error:
-                    return ExecutableOutcome(None, error=f"could not start {argv[0]!r}: {error}")
+            stdin = os.open(job.stdin, os.O_RDONLY | os.O_CLOEXEC) if job.stdin is not None else subprocess.DEVNULL
+            if job.stdin is not None:
+                fds.append(stdin)
+            out = os.open(os.path.join(directory, job.stdout), flags, 0o644)
+            fds.append(out)
+            err = os.open(os.path.join(directory, job.stderr), flags, 0o644)
+            fds.append(err)
+            try:
+                process = await spawn(
+                    argv, cwd=directory, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True
+                )
+            except FileNotFoundError:
+                return ExecutableOutcome(None, error=_not_found(argv[0], env))
+            except PermissionError:
+                return ExecutableOutcome(None, error=f"program {argv[0]!r} is not executable (permission denied)")
+            except OSError as error:
+                return ExecutableOutcome(None, error=f"could not start {argv[0]!r}: {error}")
         finally:
-            if stdin is not subprocess.DEVNULL:
-                stdin.close()
+            for fd in fds:
+                os.close(fd)
         self._processes.add(process)
         try:
             exitcode = await process.wait()

@@ -626,16 +626,20 @@ class WorkflowManager:
         os.mkdir(directory)
 
     async def _execute_executable(self, task: Task) -> ExecutableResult:
+        # String paths (os.path) rather than pathlib here: this runs once per task, and the
+        # pathlib operations alone cost more than spawning a short program's bookkeeping.
         spec: ExecutableSpec = task.spec
         self._prepare_directory(task)
+        directory = os.fspath(task.directory)
+        join = os.path.join
         stdin_path = None
         if spec.stdin is not None:
-            stdin_path = task.directory / ".scalems-stdin"
+            stdin_path = pathlib.Path(directory, ".scalems-stdin")
             stdin_path.write_text(spec.stdin)
         argv = []
         staged_names = set()
         for item in spec.argv:
-            if isinstance(item, str):
+            if type(item) is str:
                 argv.append(item)
             elif isinstance(item, OutputFile):
                 argv.append(item.name)
@@ -646,6 +650,7 @@ class WorkflowManager:
                     name = f"{len(staged_names)}-{name}"
                 staged_names.add(name)
                 argv.append(InputFile(source=source, name=name))
+        outputs = spec.outputs()
         job = ExecutableJob(
             uid=task.uid,
             label=task.label,
@@ -655,41 +660,41 @@ class WorkflowManager:
             stdin=stdin_path,
             stdout=spec.stdout,
             stderr=spec.stderr,
-            outputs=list(spec.outputs()),
+            outputs=list(outputs),
             resources=spec.resources,
         )
         outcome = await self._backend.run(job)
         if not isinstance(outcome, ExecutableOutcome):
             raise ProtocolError(f"backend returned {type(outcome).__name__} for an executable job")
-        stderr_path = str(task.directory / spec.stderr)
-        if outcome.error is not None:
-            raise TaskFailedError(task.label, uid=task.uid, exitcode=outcome.exitcode, reason=outcome.error, stderr=stderr_path)
-        if outcome.exitcode != 0:
-            raise TaskFailedError(task.label, uid=task.uid, exitcode=outcome.exitcode, stderr=stderr_path)
-        missing = [name for name in spec.outputs() if not (task.directory / name).exists()]
+        exitcode = outcome.exitcode
+        if outcome.error is not None or exitcode != 0:
+            raise TaskFailedError(
+                task.label, uid=task.uid, exitcode=exitcode, reason=outcome.error or "", stderr=join(directory, spec.stderr)
+            )
+        missing = [name for name in outputs if not os.path.exists(join(directory, name))]
         if missing:
             raise TaskFailedError(
                 task.label,
                 uid=task.uid,
                 exitcode=0,
                 reason=f"declared output file(s) not produced: {', '.join(missing)}",
-                stderr=stderr_path,
+                stderr=join(directory, spec.stderr),
             )
-        files = await self._store_outputs(task, spec.output_names())
+        files = await self._store_outputs(directory, (spec.stdout, spec.stderr, *outputs))
         self._record(
             task.uid,
             label=task.label,
             kind="executable",
             state="complete",
-            result=json.dumps({"exitcode": outcome.exitcode}).encode(),
+            result=b'{"exitcode":%d}' % exitcode,
             files=files,
         )
-        return _executable_result(task, outcome.exitcode)
+        return _executable_result(task, exitcode)
 
-    async def _store_outputs(self, task: Task, names) -> dict:
+    async def _store_outputs(self, directory: str, names) -> dict:
         found, total = [], 0
         for name in names:
-            path = task.directory / name
+            path = os.path.join(directory, name)
             try:
                 total += os.stat(path).st_size
             except FileNotFoundError:
@@ -855,11 +860,12 @@ def _resolve(value):
 
 def _executable_result(task: Task, exitcode: int) -> ExecutableResult:
     spec: ExecutableSpec = task.spec
-    directory = task.directory
+    directory = os.fspath(task.directory)
+    join = os.path.join
     return ExecutableResult(
         exitcode=exitcode,
-        stdout=str(directory / spec.stdout),
-        stderr=str(directory / spec.stderr),
-        directory=str(directory),
-        file={name: str(directory / name) for name in spec.output_names()},
+        stdout=join(directory, spec.stdout),
+        stderr=join(directory, spec.stderr),
+        directory=directory,
+        file={name: join(directory, name) for name in spec.output_names()},
     )
