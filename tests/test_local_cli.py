@@ -58,8 +58,12 @@ def test_unrecognized_arguments_reach_the_script(tmp_path):
             "import scalems\n\n@scalems.app\ndef one():\n    pass\n\n@scalems.app\ndef two():\n    pass\n",
             "exactly one is allowed",
         ),
+        (
+            "import scalems\n\nscalems.executable(['echo', 'hi'])\n",
+            "adds scalems tasks while it is being loaded (line 3). Put the workflow in a function decorated",
+        ),
     ],
-    ids=["missing", "syntax", "no-app", "two-apps"],
+    ids=["missing", "syntax", "no-app", "two-apps", "top-level-task"],
 )
 def test_bad_scripts_get_one_paragraph_errors(tmp_path, source, expected):
     script = tmp_path / "workflow.py"

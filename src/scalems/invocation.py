@@ -27,7 +27,7 @@ import typing
 
 import scalems.entrypoint as _app
 from scalems._version import __version__
-from scalems.exceptions import ConfigurationError, ScaleMSError, ScriptError, TaskError
+from scalems.exceptions import ConfigurationError, ContextError, ScaleMSError, ScriptError, TaskError
 
 logger = logging.getLogger("scalems")
 
@@ -129,6 +129,15 @@ def load_script(path: pathlib.Path) -> tuple:
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             raise
+        if isinstance(error, ContextError):
+            # scalems.executable/submit at the top level: the workflow opens after loading.
+            line = traceback.extract_tb(error.__traceback__)[1:2]
+            where = f" (line {line[0].lineno})" if line else ""
+            raise ScriptError(
+                path,
+                f"adds scalems tasks while it is being loaded{where}. Put the workflow in a function "
+                "decorated with @scalems.app; the execution module opens the workflow and then calls it.",
+            ) from error
         # The user's own code failed while loading: show their traceback, not ours.
         frames = traceback.extract_tb(error.__traceback__)[1:]
         detail = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(error), error))
