@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import typing
 
@@ -83,6 +82,7 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
         super().__init__(configuration=configuration or LocalConfiguration())
         self._work_dir = None if work_dir is None else os.fspath(work_dir)
         self._processes: set = set()
+        self._null_fd: typing.Optional[int] = None
 
     @property
     def prefetch(self) -> int:
@@ -104,6 +104,9 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
             await asyncio.gather(*(self._terminate(p) for p in processes), return_exceptions=True)
         if runtime is not None:
             await runtime.close()
+        if self._null_fd is not None:
+            os.close(self._null_fd)
+            self._null_fd = None
 
     # ---- executables ---------------------------------------------------------------------------------
     async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
@@ -126,9 +129,11 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         fds = []
         try:
-            stdin = os.open(job.stdin, os.O_RDONLY | os.O_CLOEXEC) if job.stdin is not None else subprocess.DEVNULL
             if job.stdin is not None:
+                stdin = os.open(job.stdin, os.O_RDONLY | os.O_CLOEXEC)
                 fds.append(stdin)
+            else:
+                stdin = self._devnull()
             out = os.open(os.path.join(directory, job.stdout), flags, 0o644)
             fds.append(out)
             err = os.open(os.path.join(directory, job.stderr), flags, 0o644)
@@ -155,6 +160,12 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
         finally:
             self._processes.discard(process)
         return ExecutableOutcome(exitcode)
+
+    def _devnull(self) -> int:
+        """One /dev/null descriptor for every task's stdin (Popen would open and close one each time)."""
+        if self._null_fd is None:
+            self._null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return self._null_fd
 
     async def _terminate(self, process) -> None:
         """SIGTERM the task's process group, wait the grace period, then SIGKILL."""

@@ -165,13 +165,18 @@ class ContentStore:
     def _tmp_name(self) -> str:
         return os.path.join(self.tmp, f"{os.getpid()}.{next(self._counter)}.{secrets.token_hex(4)}")
 
-    def add_file(self, path: os.PathLike | str, *, link: bool = True) -> FileRecord:
+    def has_empty(self, digest: str) -> bool:
+        """True if *digest* is the empty content and this store holds it (no system call)."""
+        return self._have_empty and digest == _EMPTY_DIGEST
+
+    def add_file(self, path: os.PathLike | str, *, link: bool = True, st: typing.Optional[os.stat_result] = None) -> FileRecord:
         """Store a regular file's content: hard-link it when *link* and possible, else copy."""
         src = os.fspath(path)
-        try:
-            st = os.stat(src)
-        except OSError as exc:
-            raise StoreError(f"cannot store {src}: {exc.strerror}") from exc
+        if st is None:
+            try:
+                st = os.stat(src)
+            except OSError as exc:
+                raise StoreError(f"cannot store {src}: {exc.strerror}") from exc
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"cannot store {src}: not a regular file")
         if st.st_size == 0:

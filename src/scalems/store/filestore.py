@@ -145,14 +145,15 @@ class FileStore:
 
     # --- content-addressed files ---
 
-    def add_file(self, path: os.PathLike | str, *, link: bool = True) -> FileRecord:
+    def add_file(self, path: os.PathLike | str, *, link: bool = True, st: typing.Optional[os.stat_result] = None) -> FileRecord:
         """Store a file's content (hard link when *link* and possible, else a copy); return its record.
 
         With a hard link the stored file *is* the given file; both become read-only
         so that the cached content cannot be changed by writing to the original.
+        *st* is the file's ``os.stat`` result if the caller has it (saves a system call).
         """
         self._check()
-        return self._files.add_file(path, link=link)
+        return self._files.add_file(path, link=link, st=st)
 
     def add_bytes(self, data: bytes) -> FileRecord:
         self._check()
@@ -297,6 +298,9 @@ class FileStore:
         for name, record in files.items():
             if not isinstance(record, FileRecord):
                 raise StoreError(f"task {label!r}: file {name!r} must be a FileRecord, not {record!r}")
+            if record.size == 0 and self._files.has_empty(record.digest):
+                checked[str(name)] = record
+                continue
             try:
                 st = self._files.stat(record.digest)
             except ValueError as exc:

@@ -452,7 +452,8 @@ class WorkflowManager:
             return existing
 
     def _task_directory(self, label: str) -> pathlib.Path:
-        return self.directory / TASKS_DIRNAME / self._dir_renamed.get(label, _safe_name(label))
+        name = self._dir_renamed.get(label) or _safe_name(label)
+        return pathlib.Path(os.path.join(self.directory, TASKS_DIRNAME, name))
 
     # ---- the result cache --------------------------------------------------------------------------
     def _finish_from_record(self, task: Task, found: tuple) -> bool:
@@ -696,14 +697,16 @@ class WorkflowManager:
         for name in names:
             path = os.path.join(directory, name)
             try:
-                total += os.stat(path).st_size
+                st = os.stat(path)
             except FileNotFoundError:
                 continue
-            found.append((name, path))
+            total += st.st_size
+            found.append((name, path, st))
         add = self._store.add_file
         if total < (1 << 20):
-            return {name: add(path) for name, path in found}
-        return await asyncio.to_thread(lambda: {name: add(path) for name, path in found})
+            return {name: add(path, st=st) for name, path, st in found}
+        # Hashing large outputs would stall the dispatcher: do it in a thread.
+        return await asyncio.to_thread(lambda: {name: add(path, st=st) for name, path, st in found})
 
     async def _execute_function(self, task: Task):
         spec: FunctionSpec = task.spec
