@@ -767,19 +767,27 @@ class W5(Workload):
             wall, _, _ = run_command([PY, "-c", "pass"], timeout=60)
             return wall, {}
 
+        def floor(rep):
+            # What any asyncio-based tool pays before doing anything (the dispatcher is an asyncio loop).
+            wall, _, _ = run_command([PY, "-c", "import asyncio, sqlite3"], timeout=60)
+            return wall, {}
+
         def one_task(rep):
             marks = scalems_command(self.scratch, "scalems.local", "echo", 1, ["--cores", "2"], timeout=120)
             return marks["wall"], marks
 
         self.impls = [
             Impl("python", "python3 -c pass (same interpreter), wall", "s", bare),
+            Impl("floor", "python3 -c 'import asyncio, sqlite3' (the standard-library floor; for information)", "s", floor),
             Impl("scalems", "python -m scalems.local: one echo task, wall", "s", one_task),
         ]
 
     def summarize(self):
-        bare, scalems_ = self.impls
+        bare, floor, scalems_ = self.impls
         ratio = scalems_.median / bare.median if (scalems_.median and bare.median) else None
         self.row(bare.label, bare.median, "s", status=bare.status, samples=bare.values, impl=bare)
+        floor_ratio = floor.median / bare.median if (floor.median and bare.median) else None
+        self.row(floor.label, floor.median, "s", status=floor.status, ratio=floor_ratio, samples=floor.values, impl=floor)
         self.row(
             scalems_.label,
             scalems_.median,
@@ -1178,7 +1186,8 @@ CONFIG_TEXT = """\
   workers' memory is not included. Slope = (RSS(large) − RSS(small)) ÷ (large − small).
 - All processes run with bytecode caching on (`PYTHONDONTWRITEBYTECODE` is removed from their environment).
 - **W5**: wall times of `python -c pass` and `python -m scalems.local --cores 2 --work-dir <fresh> echo.py` with
-  the same interpreter, alternating.
+  the same interpreter, alternating; also `python -c "import asyncio, sqlite3"`, the standard-library modules any
+  asyncio- and SQLite-based runner imports, to show how much of the ratio is the floor.
 - **W6** (opt-in): RP confined to a scratch dir (`HOME`, `RADICAL_BASE`, `TMPDIR`; pilot `sandbox`,
   `runtime=10`, `cores=2`, `local.localhost`). Plain-RP script: bench/rp_plain.py. Raptor: one master and one
   `MPIWorker` (1 rank), function tasks `rp.PythonTask(noop, [i], {})`; throughput timed after one warm-up task.
