@@ -13,10 +13,16 @@ directory (bench/run.py does) so RP writes nothing outside it. Prints
 """
 
 import json
+import os
 import sys
 import time
 
 import radical.pilot as rp
+
+# A local.localhost pilot bootstraps its agent from the client's virtual environment, which RP
+# finds through VIRTUAL_ENV (scalems.radical sets it the same way); without it the agent is not
+# found and the pilot fails at once.
+os.environ.setdefault("VIRTUAL_ENV", sys.prefix)
 
 
 def noop(i):
@@ -27,8 +33,16 @@ def emit(**fields):
     print("BENCH_RESULT " + json.dumps(fields), flush=True)
 
 
-def _wait(tmgr, tasks, timeout):
-    tmgr.wait_tasks(uids=[t.uid for t in tasks], timeout=timeout)
+def _wait(tmgr, tasks, timeout, pilot):
+    """Wait for *tasks*; give up at once if the pilot ends (RP would wait for the timeout)."""
+    deadline = time.monotonic() + timeout
+    uids = [t.uid for t in tasks]
+    while time.monotonic() < deadline:
+        tmgr.wait_tasks(uids=uids, timeout=2)
+        if all(t.state in rp.FINAL for t in tasks):
+            break
+        if pilot.state in rp.FINAL:
+            raise SystemExit(f"the pilot ended in state {pilot.state} before the tasks finished")
     bad = [t for t in tasks if t.state != rp.DONE]
     if bad:
         raise SystemExit(
@@ -60,7 +74,7 @@ def main(argv):
             ]
             t0 = time.perf_counter()
             tasks = tmgr.submit_tasks(descriptions)
-            _wait(tmgr, tasks, 900)
+            _wait(tmgr, tasks, 900, pilot)
             t1 = time.perf_counter()
         elif mode == "raptor":
             raptor = pilot.submit_raptors([rp.TaskDescription({"mode": rp.RAPTOR_MASTER})])[0]
@@ -74,11 +88,11 @@ def main(argv):
                 )
 
             warm = raptor.submit_tasks([describe(-1)])
-            _wait(tmgr, warm, 600)
+            _wait(tmgr, warm, 600, pilot)
             marks["first_result"] = time.perf_counter() - t_start
             t0 = time.perf_counter()
             tasks = raptor.submit_tasks([describe(i) for i in range(n)])
-            _wait(tmgr, tasks, 900)
+            _wait(tmgr, tasks, 900, pilot)
             t1 = time.perf_counter()
             values = [t.return_value for t in tasks]
             if values[:3] != [[0], [1], [2]] and values[:3] != [0, 1, 2]:
