@@ -5,6 +5,8 @@ import inspect
 import subprocess
 import sys
 
+import pytest
+
 import scalems
 import scalems.exceptions
 import scalems.local
@@ -20,6 +22,19 @@ def test_all_is_exactly_the_documented_api():
     assert set(scalems.__all__) == DOCUMENTED
     for name in scalems.__all__:
         assert hasattr(scalems, name), name
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'exectuable'"):
+        scalems.exectuable  # noqa: B018 (a typo a user could make)
+
+
+def test_call_runners_do_not_load_the_workflow_machinery():
+    """Warm workers and MPI ranks import scalems.call only: no asyncio, no store."""
+    code = "import sys, scalems.call; print(sorted(m for m in ('asyncio', 'sqlite3', 'scalems.workflow') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_import_scalems_needs_neither_radical_nor_mpi():

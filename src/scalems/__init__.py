@@ -16,12 +16,33 @@ Run it with ``python -m scalems.local script.py`` or
 work directory returns finished results instead of redoing them.
 """
 
+from __future__ import annotations
+
+import importlib
+import typing
+
 from ._version import __version__
-from .entrypoint import ScriptEntryPoint, app
-from .commands import executable, function_task, submit
-from .file import FileReference, output_file
-from .workflow.scope import get_scope
-from .workflow.task import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Ensemble, Task, as_completed, wait
+
+# The public names are imported on first use (PEP 562), so that processes which need only a
+# part of scalems -- warm workers and MPI ranks running ``scalems.call``, the Raptor worker --
+# do not pay for the workflow machinery (asyncio, the store) when they start.
+_PUBLIC = {
+    "app": ".entrypoint",
+    "ScriptEntryPoint": ".entrypoint",
+    "executable": ".commands",
+    "submit": ".commands",
+    "function_task": ".commands",
+    "output_file": ".file",
+    "FileReference": ".file",
+    "Task": ".workflow.task",
+    "Ensemble": ".workflow.task",
+    "wait": ".workflow.task",
+    "as_completed": ".workflow.task",
+    "FIRST_COMPLETED": ".workflow.task",
+    "FIRST_EXCEPTION": ".workflow.task",
+    "ALL_COMPLETED": ".workflow.task",
+    "get_scope": ".workflow.scope",
+}
 
 __all__ = (
     "__version__",
@@ -41,3 +62,23 @@ __all__ = (
     "ALL_COMPLETED",
     "get_scope",
 )
+
+if typing.TYPE_CHECKING:
+    from .commands import executable, function_task, submit
+    from .entrypoint import ScriptEntryPoint, app
+    from .file import FileReference, output_file
+    from .workflow.scope import get_scope
+    from .workflow.task import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Ensemble, Task, as_completed, wait
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scalems' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
