@@ -8,8 +8,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import shlex
-import shutil
 import signal
 import sys
 import typing
@@ -34,6 +32,8 @@ def _default_launcher() -> str:
     """``mpiexec`` next to the running interpreter (the ``mpich`` wheel puts it there), else on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     if os.access(beside, os.X_OK):
+        import shlex
+
         return f"{shlex.quote(beside)} -n {{ranks}}"
     return "mpiexec -n {ranks}"
 
@@ -69,6 +69,8 @@ class LocalConfiguration:
             )
 
     def launcher(self, ranks: int) -> list:
+        import shlex
+
         return shlex.split(self.mpi_launcher.format(ranks=ranks))
 
 
@@ -113,6 +115,8 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
         argv = [os.fspath(a.source) if isinstance(a, InputFile) else a for a in job.argv]
         if job.resources.ranks > 1:
             launcher = self.configuration().launcher(job.resources.ranks)
+            import shutil
+
             if shutil.which(launcher[0]) is None:
                 return ExecutableOutcome(
                     None,

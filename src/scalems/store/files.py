@@ -24,8 +24,6 @@ import itertools
 import os
 import pathlib
 import re
-import secrets
-import shutil
 import stat
 import typing
 
@@ -123,6 +121,8 @@ class ContentStore:
         for entry in os.scandir(self.tmp):
             try:
                 if entry.is_dir(follow_symlinks=False):
+                    import shutil
+
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     os.unlink(entry.path)
@@ -163,7 +163,7 @@ class ContentStore:
     _have_empty = False
 
     def _tmp_name(self) -> str:
-        return os.path.join(self.tmp, f"{os.getpid()}.{next(self._counter)}.{secrets.token_hex(4)}")
+        return os.path.join(self.tmp, f"{os.getpid()}.{next(self._counter)}.{os.urandom(4).hex()}")
 
     def has_empty(self, digest: str) -> bool:
         """True if *digest* is the empty content and this store holds it (no system call)."""
@@ -281,7 +281,7 @@ class ContentStore:
                     return
             except FileNotFoundError:
                 pass
-            tmp = os.path.join(parent, f".{os.path.basename(dest)}.scalems-{secrets.token_hex(4)}")
+            tmp = os.path.join(parent, f".{os.path.basename(dest)}.scalems-{os.urandom(4).hex()}")
             try:
                 linked = False
                 if link:
@@ -293,6 +293,8 @@ class ContentStore:
                             raise
                 if not linked:
                     # A private copy may be written to without touching the store: make it writable.
+                    import shutil  # only when hard links are impossible
+
                     shutil.copyfile(source, tmp)
                     if os.stat(source).st_mode & stat.S_IXUSR:
                         mode = stat.S_IMODE(os.stat(tmp).st_mode)

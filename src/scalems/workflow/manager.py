@@ -29,7 +29,6 @@ import logging
 import os
 import pathlib
 import re
-import shutil
 import threading
 import typing
 
@@ -621,6 +620,8 @@ class WorkflowManager:
         except FileExistsError:
             pass
         if directory.is_dir() and not directory.is_symlink():
+            import shutil  # only to clear what an earlier attempt left
+
             shutil.rmtree(directory)
         else:
             directory.unlink()
