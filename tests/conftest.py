@@ -28,8 +28,22 @@ if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
 os.environ.setdefault("RADICAL_REPORT", "FALSE")
 
 
+# MPICH's shared-memory segments (/dev/shm/mpich_shm_*) stay behind when RADICAL-Pilot ends a
+# pilot whose MPI ranks were still being torn down; they are the only files the suite could
+# leave outside its sandbox, so the ones that appear during the run are removed at the end.
+_SHM = pathlib.Path("/dev/shm")
+_SHM_BEFORE = {p.name for p in _SHM.glob("mpich_shm_*")} if _SHM.is_dir() else set()
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(_SANDBOX, ignore_errors=True)
+    if _SHM.is_dir():
+        for leftover in _SHM.glob("mpich_shm_*"):
+            try:
+                if leftover.name not in _SHM_BEFORE and leftover.stat().st_uid == os.getuid():
+                    leftover.unlink()
+            except OSError:
+                pass
 
 
 @pytest.fixture(scope="session")
