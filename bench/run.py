@@ -171,13 +171,49 @@ def background_busy(window: float = 0.3) -> typing.Optional[float]:
     return (total - (idle1 - idle0)) / total if total > 0 else None
 
 
-QUIET = {"wait": 0.0, "threshold": 0.25, "max_foreign": 0.3, "retries": 2}
+QUIET = {"wait": 0.0, "threshold": 0.25, "max_foreign": 0.3, "retries": 2, "io_wait": 15.0, "io_threshold": 0.02}
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 NCPU = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _io_stall_us() -> typing.Optional[int]:
+    """Microseconds in which some task waited for I/O since boot (Linux PSI), or None without PSI."""
+    try:
+        with open("/proc/pressure/io") as fh:
+            return int(fh.readline().rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def io_stalled(window: float = 0.3) -> typing.Optional[float]:
+    """Share of *window* (0..1) in which some task waited for I/O; nothing of ours runs meanwhile."""
+    before = _io_stall_us()
+    if before is None:
+        return None
+    time.sleep(window)
+    after = _io_stall_us()
+    return None if after is None else min(1.0, (after - before) / (window * 1e6))
+
+
+def wait_for_io_quiet() -> typing.Optional[float]:
+    """Wait (up to 15 s) until tasks waited for I/O in under 2 % of a window; the last share seen."""
+    deadline = time.monotonic() + QUIET["io_wait"]
+    stall = io_stalled()
+    while stall is not None and stall > QUIET["io_threshold"] and time.monotonic() < deadline:
+        stall = io_stalled(1.0)
+    return stall
+
+
 def wait_for_quiet() -> typing.Optional[float]:
-    """Background CPU share before a sample; with ``--wait-quiet S``, wait up to S s for it to drop below 25 %."""
+    """Background CPU share before a sample, after waiting for the file system to settle.
+
+    Deleting a large work directory keeps the disk busy (discards, journal) for
+    seconds afterwards, and file-system latency then multiplies the store's
+    fixed costs. Before each sample this waits, up to 15 s, until tasks waited
+    for I/O in under 2 % of a 0.3 s window (Linux PSI). With ``--wait-quiet S``
+    it also waits up to S s for other processes' CPU use to drop below 25 %.
+    """
+    wait_for_io_quiet()
     busy = background_busy()
     deadline = time.monotonic() + QUIET["wait"]
     while busy is not None and busy > QUIET["threshold"] and time.monotonic() < deadline:
@@ -649,6 +685,7 @@ class W3(Workload):
         def first_and_rerun(rep):
             workdir = self.scratch.fresh("w3")
             first = measure("scalems-tally", n, workdir)
+            wait_for_io_quiet()  # a user re-runs later, not while the first run's writes are settling
             rerun = measure("scalems-rerun", n, workdir)
             if rerun["counts"].get("done") != n:
                 raise BenchError(f"re-run finished {rerun['counts']} instead of {n} done")
@@ -1229,6 +1266,8 @@ def write_results_md(path: pathlib.Path, info: dict, workloads: list, args, elap
         f"- Load average at start / end: {', '.join(f'{x:.2f}' for x in info['loadavg_start'])} / "
         f"{', '.join(f'{x:.2f}' for x in info['loadavg_end'])}",
         f"- CPU used by other processes while the samples ran: {background_text(info)}",
+        "- Before each sample (and between W3's first run and its re-run) the bench waits, up to 15 s, for "
+        "the file system to settle: tasks waiting for I/O in under 2 % of a 0.3 s window (Linux PSI)",
         "",
         "## Results",
         "",
