@@ -434,6 +434,13 @@ def test_result_cache_lookup(tmp_path):
         s.record_task("failed", label="d", kind="function", state=COMPLETE, result=b"r2")
         s.flush()
         assert s.get_complete("failed") == ("function", b"r2", {})
+        # "small" was read ahead above and never handed out; a newer result must win over that copy,
+        # both while it is buffered and once it is committed.
+        s.forget_task("small")
+        s.record_task("small", label="a", kind="function", state=COMPLETE, result=b"r3")
+        assert s.get_complete("small") == ("function", b"r3", {})
+        s.flush()
+        assert s.get_complete("small") == ("function", b"r3", {})
 
 
 def test_state_updates_and_forget(store):

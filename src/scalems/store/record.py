@@ -285,6 +285,15 @@ class Record:
 
     def get_complete(self, uid: str) -> typing.Optional[tuple]:
         """``(kind, result, files)`` of a complete record of *uid*, or None: the result-cache lookup."""
+        # The common case of a re-run, without the lock: a result read ahead and not handed out yet.
+        # A commit for *uid* replaces its read-ahead entry with None before it leaves _pending,
+        # so a uid absent from _pending with a read-ahead result still has that result.
+        stored = self._stored
+        if stored is not None and uid not in self._pending:
+            result = stored.get(uid)
+            if result is not None:
+                stored[uid] = None  # handed out once: read-ahead copies must not pile up
+                return "function", result, {}
         with self._lock:
             found = self._pending.get(uid)
             if found is not None:
@@ -479,6 +488,7 @@ class Record:
                 raise StoreError(f"cannot commit to the task record {self.db_path}: {exc}") from exc
             raise
         if self._stored is not None:
+            # Before the rows leave _pending: the lock-free path of get_complete relies on that order.
             stored = self._stored
             for uid, rec in self._pending.items():
                 if rec is _FORGOTTEN:
