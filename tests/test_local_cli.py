@@ -48,6 +48,36 @@ def test_unrecognized_arguments_reach_the_script(tmp_path):
     assert "ARGV ['--cores', '7', '-x', 'data']" in done.stdout
 
 
+def test_script_garbage_is_still_collected(tmp_path):
+    """The command line hides its own start-up objects from the garbage collector, not the script's."""
+    script = write_script(
+        tmp_path,
+        "cycles.py",
+        """
+        import gc, weakref, scalems
+
+        class Node:
+            pass
+
+        def cycle():
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            return weakref.ref(a)
+
+        at_load = cycle()
+
+        @scalems.app
+        def main():
+            in_app = cycle()
+            gc.collect()
+            print("COLLECTED", at_load() is None, in_app() is None)
+        """,
+    )
+    done = run_module("scalems.local", script, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "COLLECTED True True" in done.stdout
+
+
 @pytest.mark.parametrize(
     "source, expected",
     [
