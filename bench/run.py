@@ -904,72 +904,52 @@ class W6(Workload):
         rp_missing = have("radical.pilot")
         scalems_missing = rp_missing or self._scalems_radical_problem()
 
-        def confined(name):
-            root = self.scratch.fresh(name)
-            return root, rp_confined_env(root)
-
-        def finish(root):
-            self.strays += kill_strays(root)
-
-        def plain_exe(rep):
-            root, env = confined("rp-plain-exe")
+        def plain_rp(mode: str, n: int) -> dict:
+            """One run of bench/rp_plain.py in a fresh confined directory: its result and wall time."""
+            root = self.scratch.fresh(f"rp-plain-{mode}")
             try:
                 wall, out, _ = run_command(
-                    [PY, str(RP_PLAIN), "exe", str(n_exe), str(root / "sandbox")],
+                    [PY, str(RP_PLAIN), mode, str(n), str(root / "sandbox")],
                     timeout=900,
-                    env=env,
+                    env=rp_confined_env(root),
                     cwd=root,
                 )
             finally:
-                finish(root)
-            return wall, {**parse_result(out), "wall": wall}
+                self.strays += kill_strays(root)
+            return {**parse_result(out), "wall": wall}
 
-        def plain_raptor(rep):
-            root, env = confined("rp-plain-raptor")
+        def scalems_rp(workflow: str, n: int, extra: list) -> dict:
+            """One ``python -m scalems.radical`` run in a fresh confined directory: its time marks."""
+            root = self.scratch.fresh(f"rp-scalems-{workflow}")
+            env = rp_confined_env(root)
             try:
-                wall, out, _ = run_command(
-                    [PY, str(RP_PLAIN), "raptor", str(n_fn), str(root / "sandbox")],
-                    timeout=900,
-                    env=env,
-                    cwd=root,
-                )
-            finally:
-                finish(root)
-            r = parse_result(out)
-            return per_s(n_fn, r["seconds"]), {**r, "wall": wall}
-
-        def scalems_exe(rep):
-            root, env = confined("rp-scalems-exe")
-            try:
-                marks = scalems_command(
+                return scalems_command(
                     self.scratch,
                     "scalems.radical",
-                    "executables",
-                    n_exe,
-                    self._scalems_options(root),
+                    workflow,
+                    n,
+                    [*self._scalems_options(root), *extra],
                     timeout=900,
                     env_extra={k: env[k] for k in ("HOME", "RADICAL_BASE", "TMPDIR", "RADICAL_REPORT")},
                     cwd=root,
                 )
             finally:
-                finish(root)
+                self.strays += kill_strays(root)
+
+        def plain_exe(rep):
+            r = plain_rp("exe", n_exe)
+            return r["wall"], r
+
+        def plain_raptor(rep):
+            r = plain_rp("raptor", n_fn)
+            return per_s(n_fn, r["seconds"]), r
+
+        def scalems_exe(rep):
+            marks = scalems_rp("executables", n_exe, [])
             return marks["wall"], marks
 
         def scalems_raptor(rep):
-            root, env = confined("rp-scalems-raptor")
-            try:
-                marks = scalems_command(
-                    self.scratch,
-                    "scalems.radical",
-                    "functions",
-                    n_fn,
-                    [*self._scalems_options(root), "--enable-raptor"],
-                    timeout=900,
-                    env_extra={k: env[k] for k in ("HOME", "RADICAL_BASE", "TMPDIR", "RADICAL_REPORT")},
-                    cwd=root,
-                )
-            finally:
-                finish(root)
+            marks = scalems_rp("functions", n_fn, ["--enable-raptor"])
             return per_s(n_fn, marks["t1"] - marks["t0"]), marks
 
         self.impls = [
