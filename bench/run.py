@@ -888,6 +888,21 @@ def kill_strays(root: pathlib.Path) -> int:
     return killed
 
 
+SHM = pathlib.Path("/dev/shm")
+
+
+def mpich_segments() -> set:
+    """Names of MPICH shared-memory segments this user owns in /dev/shm.
+
+    RP's pilot shutdown sometimes kills a Raptor worker's MPI ranks before they
+    finalize, and the segment stays behind; W6 removes the ones that appear while it runs.
+    """
+    try:
+        return {p.name for p in SHM.glob("mpich_shm_*") if p.stat().st_uid == os.getuid()}
+    except OSError:
+        return set()
+
+
 class W6(Workload):
     key = "W6"
 
@@ -1010,6 +1025,7 @@ class W6(Workload):
         return options
 
     def run(self):
+        segments = mpich_segments()
         try:
             # RP agents detach from our process tree, so their CPU looks foreign: no retries here.
             alternate(self.key, self.impls, self.reps, retry_foreign=False)
@@ -1018,6 +1034,15 @@ class W6(Workload):
             if self.strays:
                 log(f"W6: killed {self.strays} process(es) RP left behind in the scratch directory")
             self.extra["stray_processes_killed"] = self.strays
+            left = mpich_segments() - segments
+            for name in left:
+                try:
+                    (SHM / name).unlink()
+                except OSError:
+                    pass
+            if left:
+                log(f"W6: removed {len(left)} MPICH shared-memory segment(s) that RP runs left in {SHM}")
+            self.extra["mpich_segments_removed"] = len(left)
 
     def summarize(self):
         rp_exe, sc_exe, rp_raptor, sc_raptor = self.impls

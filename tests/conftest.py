@@ -29,8 +29,9 @@ os.environ.setdefault("RADICAL_REPORT", "FALSE")
 
 
 # MPICH's shared-memory segments (/dev/shm/mpich_shm_*) stay behind when RADICAL-Pilot ends a
-# pilot whose MPI ranks were still being torn down; they are the only files the suite could
-# leave outside its sandbox, so the ones that appear during the run are removed at the end.
+# pilot whose MPI ranks (a Raptor worker's) were still being torn down; they are the only files
+# the suite could leave outside its sandbox, so the ones that appear during the run are removed
+# at the end. The bench's W6 does the same.
 _SHM = pathlib.Path("/dev/shm")
 _SHM_BEFORE = {p.name for p in _SHM.glob("mpich_shm_*")} if _SHM.is_dir() else set()
 
