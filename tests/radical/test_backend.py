@@ -113,11 +113,18 @@ def test_environment_stdin_and_literal_arguments(rp_backend, tmp_path):
 
 def test_two_rank_mpi_executable(rp_backend, tmp_path):
     pytest.importorskip("mpi4py")
-    code = "from mpi4py import MPI; print(MPI.COMM_WORLD.size)"
-    task = job(tmp_path, ["python3", "-c", code], resources=Resources(ranks=2))
+    # Each rank reports in its own file: the launcher interleaves the ranks' stdout ("22\n\n").
+    code = (
+        "from mpi4py import MPI; c = MPI.COMM_WORLD; "
+        "open(f'rank{c.rank}.txt', 'w').write(f'{c.rank} of {c.size}')"
+    )
+    task = job(
+        tmp_path, ["python3", "-c", code], resources=Resources(ranks=2), outputs=["rank0.txt", "rank1.txt"]
+    )
     outcome = rp_backend.run(task)
     assert outcome == ExecutableOutcome(exitcode=0), (task.directory / "stderr").read_text()
-    assert (task.directory / "stdout").read_text().split() == ["2", "2"]
+    reports = sorted(p.read_text() for p in task.directory.glob("rank*.txt"))
+    assert reports == ["0 of 2", "1 of 2"]
 
 
 def function_job(tmp_path, func, *, args=(), ranks=1, comm_arg=None) -> FunctionJob:
