@@ -168,11 +168,14 @@ def test_rerun_runs_nothing_and_changes_rerun_exactly_affected(make_workflow, tm
     assert count_lines(calls) == function_calls, "a re-run called functions again"
     assert all(t.from_cache for t in again.tasks)
     assert not again.backend_started, "a fully cached re-run should not start the backend"
+    assert again.counts == {"added": 6, "cached": 6, "done": 6}
 
     data.write_text("10\n")  # same size, new content: only source and the two tallies re-run
-    with make_workflow(tmp_path / "work"):
+    with make_workflow(tmp_path / "work") as third_run:
         third = workflow_body(3)
     assert third[0] == [11, 12]
+    assert third_run.counts == {"added": 6, "cached": 3, "done": 6}
+    assert third_run.counts["failed"] == 0
     assert count_lines(counter) == launches + 1
     assert count_lines(calls) == function_calls + 2
 

@@ -256,7 +256,8 @@ class FileStore:
 
     def get_complete(self, uid: str) -> typing.Optional[tuple]:
         """``(kind, result, files)`` if *uid* has a complete record: the result-cache lookup."""
-        self._check()
+        if not self._open:  # _check() inlined: this runs once per task added
+            self._check()
         return self._record.get_complete(uid)
 
     def get_tasks(self, uids: typing.Iterable[str]) -> dict[str, TaskRecord]:

@@ -132,7 +132,8 @@ class WorkflowManager:
         self._idle.set()
         self._state = "new"
         self._scope_token = None
-        self.counts = collections.Counter()
+        # Task counts by state, plus "added" and "cached"; a plain dict, updated on every task.
+        self._counts = dict.fromkeys(("added", "cached", *(state.value for state in TaskState)), 0)
         self._progress = None
         self._flush_scheduled = False
         # The backend starts when the first task needs it: a re-run whose results are all
@@ -172,6 +173,11 @@ class WorkflowManager:
     def backend_started(self) -> bool:
         """Whether the backend was started (it starts when the first task has to run)."""
         return self._backend_state in ("running", "failed")
+
+    @property
+    def counts(self) -> collections.Counter:
+        """How many tasks were added, are in each state, and came from earlier runs (a snapshot)."""
+        return collections.Counter({key: n for key, n in self._counts.items() if n})
 
     @property
     def closed(self) -> bool:
@@ -414,7 +420,7 @@ class WorkflowManager:
             if self._dir_owner.setdefault(dirname, label) != label:  # labels differing only in unsafe characters
                 self._dir_renamed[label] = f"{dirname}-{uid[:8]}"
             self._order.append(task)
-            counts = self.counts
+            counts = self._counts
             counts["added"] += 1
             if found is not None and kind == "function":
                 # A recorded function result: done now, decoded when first asked for.
@@ -467,8 +473,8 @@ class WorkflowManager:
         with self._lock:
             task._cached = True
             task._finish(TaskState.DONE, result, None)
-            self.counts["cached"] += 1
-            self.counts["done"] += 1
+            self._counts["cached"] += 1
+            self._counts["done"] += 1
         return True
 
     def _restore_executable(self, task: Task, recorded: bytes, files: dict) -> typing.Optional[ExecutableResult]:
@@ -554,7 +560,7 @@ class WorkflowManager:
             self._gpus_in_use += resources.gpus
             with self._lock:
                 task._state = TaskState.RUNNING
-            self.counts["running"] += 1
+            self._counts["running"] += 1
             self._running[task] = self._loop.create_task(self._execute(task))
 
     async def _start_backend(self):
@@ -603,7 +609,7 @@ class WorkflowManager:
             self._complete(task, TaskState.DONE, result=result)
         finally:
             self._running.pop(task, None)
-            self.counts["running"] -= 1
+            self._counts["running"] -= 1
             self._cores_in_use -= resources.cores
             self._gpus_in_use -= resources.gpus
             self._pump()
@@ -760,7 +766,7 @@ class WorkflowManager:
             self._unfinished -= 1
             if not self._unfinished:
                 self._idle.set()
-            self.counts[state.value] += 1
+            self._counts[state.value] += 1
         if callbacks:
             for fn in callbacks:
                 _invoke_callback(fn, task)
