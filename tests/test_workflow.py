@@ -324,3 +324,34 @@ def test_labels_that_sanitize_alike_get_separate_directories(make_workflow, tmp_
         assert a.directory != b.directory
         assert pathlib.Path(a.result(timeout=120).stdout).read_text() == "a\n"
         assert pathlib.Path(b.result(timeout=120).stdout).read_text() == "b\n"
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((1, "a", None, True), {}),  # plain: fingerprinted without an Encoder
+        ((), {}),
+        ((2.5,), {}),  # a float is not plain
+        ((3,), {"key": None}),
+        (([1, 2],), {}),
+        (("x" * 3, -7, False), {}),
+    ],
+)
+def test_task_uid_is_the_fingerprint_of_its_material(args, kwargs):
+    """The shortcuts for repeated calls of one function give the fingerprint's definition."""
+    import json
+
+    from scalems.execution.jobs import DEFAULT_RESOURCES
+    from scalems.workflow.fingerprint import Encoder, fingerprint
+    from scalems.workflow.spec import FunctionSpec
+
+    def no_files(path):
+        raise AssertionError(f"no file argument here, got {path}")
+
+    spec = FunctionSpec(json.dumps, args, kwargs, DEFAULT_RESOURCES, None)
+    expected = fingerprint(spec.material(Encoder(no_files)))
+    assert spec.uid(Encoder(no_files)) == expected  # also caches the function's head
+    assert spec.uid(Encoder(no_files)) == expected  # from the cached head
+    assert spec.plain_uid() in (None, expected)
+    plain = not kwargs and all(type(a) in (str, int, bool, type(None)) for a in args)
+    assert (spec.plain_uid() is not None) == plain

@@ -69,7 +69,8 @@ def digest_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-_PLAIN = frozenset({str, int, bool, type(None)})
+#: Argument types whose canonical form is the JSON value itself.
+PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
 class Encoder:
@@ -86,7 +87,7 @@ class Encoder:
 
     def encode(self, value):
         kind = type(value)
-        if kind in _PLAIN:
+        if kind in PLAIN_TYPES:
             return value
         if kind is list or kind is tuple:
             return {kind.__name__: self.encode_items(value)}
@@ -129,7 +130,7 @@ class Encoder:
 
     def encode_items(self, values) -> list:
         """A list of encoded items (positional arguments, argv)."""
-        plain = _PLAIN
+        plain = PLAIN_TYPES
         for item in values:
             if type(item) not in plain:
                 return [self.encode(item) for item in values]

@@ -68,6 +68,10 @@ TASKS_DIRNAME = "scalems_tasks"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
+#: The upstream tasks of a task whose arguments are plain values (read, never changed).
+_NO_UPSTREAM: dict = {}
+
+
 def _safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "task"
 
@@ -386,12 +390,16 @@ class WorkflowManager:
             raise ContextError(f"Cannot add tasks: the workflow is {self._state}.")
 
     def _add(self, kind: str, spec, label: typing.Optional[str], default_name: str) -> Task:
-        encoder = Encoder(self._digest_file)
-        uid = spec.uid(encoder)
-        upstream = encoder.upstream
-        for task in upstream.values():
-            if task._manager is not self:
-                raise ContextError(f"{task!r} belongs to another workflow and cannot be an input here.")
+        uid = spec.plain_uid() if kind == "function" else None
+        if uid is not None:
+            upstream = _NO_UPSTREAM
+        else:
+            encoder = Encoder(self._digest_file)
+            uid = spec.uid(encoder)
+            upstream = encoder.upstream
+            for task in upstream.values():
+                if task._manager is not self:
+                    raise ContextError(f"{task!r} belongs to another workflow and cannot be an input here.")
         if label is not None or uid in self._tasks:
             existing = self._existing(uid, label)
             if existing is not None:

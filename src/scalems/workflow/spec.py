@@ -18,6 +18,7 @@ from scalems.execution.jobs import DEFAULT_RESOURCES, Resources
 from scalems.file import FileReference, OutputFile
 from scalems.workflow.fingerprint import (
     FINGERPRINT_VERSION,
+    PLAIN_TYPES,
     cacheable_identity,
     callable_identity,
     canonical_text,
@@ -108,6 +109,23 @@ class FunctionSpec:
         args = canonical_text(encoder.encode_items(self.args))
         kwargs = canonical_text(encoder.encode(self.kwargs)) if self.kwargs else "null"
         return digest_text(f'{head[:-1]},"args":{args},"kwargs":{kwargs}}}')
+
+    def plain_uid(self) -> typing.Optional[str]:
+        """:meth:`uid` without an :class:`Encoder`, for the common call of a known function with
+        plain positional arguments only (str, int, bool, None); None for any other call."""
+        if self.kwargs or self.resources is not DEFAULT_RESOURCES or self.comm_arg is not None:
+            return None
+        try:
+            head = _HEADS.get(self.func)
+        except TypeError:  # an unhashable callable
+            return None
+        if head is None:
+            return None
+        plain = PLAIN_TYPES
+        for item in self.args:
+            if type(item) not in plain:
+                return None
+        return digest_text(f'{head[:-1]},"args":{canonical_text(list(self.args))},"kwargs":null}}')
 
 
 _HEADS: dict = {}
