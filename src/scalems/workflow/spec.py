@@ -108,7 +108,7 @@ class FunctionSpec:
                 _HEADS[key] = head
         args = canonical_text(encoder.encode_items(self.args))
         kwargs = canonical_text(encoder.encode(self.kwargs)) if self.kwargs else "null"
-        return digest_text(f'{head[:-1]},"args":{args},"kwargs":{kwargs}}}')
+        return _call_digest(head, args, kwargs)
 
     def plain_uid(self) -> typing.Optional[str]:
         """:meth:`uid` without an :class:`Encoder`, for the common call of a known function with
@@ -125,10 +125,15 @@ class FunctionSpec:
         for item in self.args:
             if type(item) not in plain:
                 return None
-        return digest_text(f'{head[:-1]},"args":{canonical_text(list(self.args))},"kwargs":null}}')
+        return _call_digest(head, canonical_text(list(self.args)), "null")
 
 
 _HEADS: dict = {}
+
+
+def _call_digest(head: str, args: str, kwargs: str) -> str:
+    """The fingerprint of a call: the function's cached head object, completed by the arguments' texts."""
+    return digest_text(f'{head[:-1]},"args":{args},"kwargs":{kwargs}}}')
 
 
 def normalize_argv(argv, *, inputs=None, outputs=None) -> tuple:
