@@ -32,6 +32,23 @@ def test_help_and_version(tmp_path):
     assert version.returncode == 0 and scalems.__version__ in version.stdout
 
 
+@pytest.mark.parametrize("columns", ["50", "200", "", "junk"])
+def test_help_is_wrapped_like_argparse_does(monkeypatch, columns):
+    """scalems reads the terminal width itself (to keep shutil off the start-up path); the help
+    must come out exactly as argparse's own formatter would wrap it."""
+    import argparse
+
+    import scalems.local
+
+    monkeypatch.setenv("COLUMNS", columns)
+    parser = scalems.local.parser
+    ours = parser.format_help()
+    monkeypatch.setattr(parser, "formatter_class", argparse.HelpFormatter)
+    assert ours == parser.format_help()
+    if columns == "50":
+        assert "Ignore results recorded by earlier runs and run every task again." not in ours  # wrapped
+
+
 def test_unrecognized_arguments_reach_the_script(tmp_path):
     script = write_script(
         tmp_path,

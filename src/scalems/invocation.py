@@ -37,8 +37,37 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, reading the terminal width without :mod:`shutil`.
+
+    argparse builds a formatter for every ``add_argument()``, and the stock one
+    imports shutil (which imports lzma, bz2 and zlib) to ask for the width: a few
+    milliseconds of every run's start-up, spent before any help is printed.
+    """
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    """``$COLUMNS``, else the width of the terminal on stdout, else 80 (as :func:`shutil.get_terminal_size`)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 def base_parser(**kwargs) -> argparse.ArgumentParser:
     """Options every execution module has. Use as a parent parser (it has no ``-h`` of its own)."""
+    kwargs.setdefault("formatter_class", HelpFormatter)
     parser = argparse.ArgumentParser(add_help=False, **kwargs)
     parser.add_argument("--version", action="version", version=f"scalems {__version__}")
     parser.add_argument(
@@ -56,7 +85,7 @@ def base_parser(**kwargs) -> argparse.ArgumentParser:
 
 def workflow_parser() -> argparse.ArgumentParser:
     """Options about the work directory and the result cache, shared by the execution modules."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, formatter_class=HelpFormatter)
     group = parser.add_argument_group("workflow")
     group.add_argument(
         "--work-dir",

@@ -4,9 +4,11 @@ A *job* is one concrete attempt at running a task: every argument is already
 resolved to a string or to an :class:`InputFile`, the task directory exists
 and is empty, and the backend only has to run it and report. Backends never
 look at the task graph or the store.
-"""
 
-from __future__ import annotations
+These records are named tuples: immutable, cheap to build, and defined in
+microseconds (a dataclass costs about a millisecond each at import, and this
+module is on the start-up path of every run).
+"""
 
 __all__ = (
     "DEFAULT_RESOURCES",
@@ -20,15 +22,13 @@ __all__ = (
     "Outcome",
 )
 
-import dataclasses
 import pathlib
 import typing
 
 from scalems.exceptions import ConfigurationError
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Resources:
+class Resources(typing.NamedTuple):
     """What one task reserves while it runs.
 
     A task reserves ``ranks * cores_per_rank`` cores. ``ranks > 1`` means an MPI
@@ -57,7 +57,7 @@ class Resources:
             return value
         if not isinstance(value, typing.Mapping):
             raise ConfigurationError(f"resources must be a mapping, got {type(value).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = set(cls._fields)
         unknown = sorted(set(value) - known)
         if unknown:
             raise ConfigurationError(
@@ -77,7 +77,7 @@ class Resources:
     def as_dict(self) -> dict:
         cached = _AS_DICT.get(self)
         if cached is None:
-            cached = _AS_DICT[self] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+            cached = _AS_DICT[self] = self._asdict()
         return dict(cached)
 
 
@@ -87,8 +87,7 @@ _AS_DICT: dict = {}
 DEFAULT_RESOURCES = Resources()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class InputFile:
+class InputFile(typing.NamedTuple):
     """A file the task reads, given as an argument or through ``inputs``.
 
     Attributes:
@@ -101,8 +100,7 @@ class InputFile:
     name: str
 
 
-@dataclasses.dataclass(slots=True)
-class ExecutableJob:
+class ExecutableJob(typing.NamedTuple):
     """Run a program once.
 
     Attributes:
@@ -133,8 +131,7 @@ class ExecutableJob:
         return [a for a in self.argv if isinstance(a, InputFile)]
 
 
-@dataclasses.dataclass(slots=True)
-class FunctionJob:
+class FunctionJob(typing.NamedTuple):
     """Call a Python function once.
 
     Attributes:
@@ -153,8 +150,7 @@ class FunctionJob:
     comm_arg: typing.Optional[str] = None
 
 
-@dataclasses.dataclass(slots=True)
-class ExecutableOutcome:
+class ExecutableOutcome(typing.NamedTuple):
     """How a program run ended.
 
     Attributes:
@@ -166,8 +162,7 @@ class ExecutableOutcome:
     error: typing.Optional[str] = None
 
 
-@dataclasses.dataclass(slots=True)
-class FunctionOutcome:
+class FunctionOutcome(typing.NamedTuple):
     """How a function call ended.
 
     Attributes:

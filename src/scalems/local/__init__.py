@@ -61,6 +61,7 @@ parser = argparse.ArgumentParser(
     prog="python -m scalems.local",
     usage="python -m scalems.local <scalems.local args> script-to-run.py <script args>",
     description="Run a scalems workflow script on this machine.",
+    formatter_class=scalems.invocation.HelpFormatter,
     parents=[scalems.invocation.base_parser(), scalems.invocation.workflow_parser()],
 )
 _group = parser.add_argument_group("scalems.local")

@@ -67,6 +67,7 @@ def _make_parser() -> argparse.ArgumentParser:
         prog="python -m scalems.radical",
         usage="python -m scalems.radical <scalems.radical args> script-to-run.py <script args>",
         description="Run a scalems workflow script through RADICAL-Pilot.",
+        formatter_class=scalems.invocation.HelpFormatter,
         parents=[scalems.invocation.base_parser(), scalems.invocation.workflow_parser()],
     )
     add_arguments(made)

@@ -16,7 +16,6 @@ __all__ = ("RPDispatchingExecutor", "executor_factory", "current_configuration")
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import itertools
 import logging
 import os
@@ -400,7 +399,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             directory = self.session_dir / "calls" / job.uid
         directory = pathlib.Path(directory)
         if directory != job.directory:
-            job = dataclasses.replace(job, directory=directory)
+            job = job._replace(directory=directory)
         await asyncio.to_thread(_write_call, directory, job.call)
         uid = self._next_uid()
         try:

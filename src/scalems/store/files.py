@@ -17,7 +17,6 @@ from __future__ import annotations
 
 __all__ = ("FileRecord", "FileNotInStoreError", "ContentStore", "hash_file", "check_digest")
 
-import dataclasses
 import errno
 import hashlib
 import itertools
@@ -36,8 +35,7 @@ _WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 _ATTEMPTS = 3
 
 
-@dataclasses.dataclass(frozen=True)
-class FileRecord:
+class FileRecord(typing.NamedTuple):
     """Stored content: its sha256 hex digest and size in bytes."""
 
     digest: str

@@ -5,11 +5,8 @@ bad argv element, an unknown resource key) are reported at the line of the
 workflow script that made them, before anything runs.
 """
 
-from __future__ import annotations
-
 __all__ = ("ExecutableSpec", "FunctionSpec", "normalize_argv")
 
-import dataclasses
 import os
 import pathlib
 import typing
@@ -27,9 +24,12 @@ from scalems.workflow.fingerprint import (
 )
 
 
-@dataclasses.dataclass(slots=True)
-class ExecutableSpec:
-    """A command line to run. argv elements: str, OutputFile, FileReference or an absolute Path (input)."""
+class ExecutableSpec(typing.NamedTuple):
+    """A command line to run. argv elements: str, OutputFile, FileReference or an absolute Path (input).
+
+    Specs are defined as a named tuple and a plain class: this module is imported by every run,
+    and a dataclass costs about a millisecond each to define.
+    """
 
     argv: tuple
     env: dict
@@ -61,16 +61,29 @@ class ExecutableSpec:
         }
 
 
-@dataclasses.dataclass(slots=True)
 class FunctionSpec:
-    """A Python call to make."""
+    """A Python call to make. *call* holds the encoded call (:mod:`scalems.call`) until it is sent."""
 
-    func: typing.Callable
-    args: tuple
-    kwargs: dict
-    resources: Resources
-    comm_arg: typing.Optional[str]
-    call: typing.Optional[str] = None  # the encoded call (scalems.call), until it is sent
+    __slots__ = ("func", "args", "kwargs", "resources", "comm_arg", "call")
+
+    def __init__(
+        self,
+        func: typing.Callable,
+        args: tuple,
+        kwargs: dict,
+        resources: Resources,
+        comm_arg: typing.Optional[str],
+        call: typing.Optional[str] = None,
+    ):
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.resources = resources
+        self.comm_arg = comm_arg
+        self.call = call
+
+    def __repr__(self):
+        return f"FunctionSpec({getattr(self.func, '__qualname__', self.func)!r}, args={self.args!r}, kwargs={self.kwargs!r})"
 
     def output_names(self) -> tuple:
         return ()
