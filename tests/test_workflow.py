@@ -326,6 +326,28 @@ def test_labels_that_sanitize_alike_get_separate_directories(make_workflow, tmp_
         assert pathlib.Path(b.result(timeout=120).stdout).read_text() == "b\n"
 
 
+def test_default_labels_stay_unique_when_uids_start_alike(make_workflow, tmp_path, monkeypatch):
+    """Default labels carry 8 uid digits; with ~100,000 tasks of one program two uids share them
+    (birthday bound), and the tasks must still get distinct labels and directories."""
+    import scalems.workflow.manager
+
+    monkeypatch.setattr(scalems.workflow.manager, "_LABEL_DIGITS", 1)  # 40 tasks, 16 digits: shared for sure
+
+    def run():
+        with make_workflow(tmp_path / "work"):
+            tasks = [scalems.executable(["echo", str(i)]) for i in range(40)]
+            outputs = [pathlib.Path(t.result(timeout=120).stdout).read_text() for t in tasks]
+        return tasks, outputs
+
+    tasks, outputs = run()
+    assert outputs == [f"{i}\n" for i in range(40)]
+    assert len({t.label for t in tasks}) == 40
+    assert len({t.directory for t in tasks}) == 40
+    again, outputs_again = run()
+    assert [t.label for t in again] == [t.label for t in tasks]  # the same labels when run again
+    assert outputs_again == outputs and all(t.from_cache for t in again)
+
+
 @pytest.mark.parametrize(
     "args, kwargs",
     [

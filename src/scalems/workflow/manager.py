@@ -24,6 +24,7 @@ __all__ = ("WorkflowManager",)
 import asyncio
 import collections
 import functools
+import itertools
 import json
 import logging
 import os
@@ -67,6 +68,9 @@ TASKS_DIRNAME = "scalems_tasks"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
+
+#: Digits of the uid in a default label (``name-1a2b3c4d``); more where two tasks share them.
+_LABEL_DIGITS = 8
 
 #: The upstream tasks of a task whose arguments are plain values (read, never changed).
 _NO_UPSTREAM: dict = {}
@@ -416,7 +420,9 @@ class WorkflowManager:
                 if existing is not None:
                     return existing
             if label is None:
-                label = f"{_safe_prefix(default_name)}-{uid[:8]}"
+                label = f"{_safe_prefix(default_name)}-{uid[:_LABEL_DIGITS]}"
+                if label in self._labels:  # another task's uid starts alike: likely among ~100k tasks
+                    label = self._longer_label(default_name, uid)
                 dirname = label  # already safe
             else:
                 dirname = _safe_name(label)
@@ -451,6 +457,15 @@ class WorkflowManager:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._drain_incoming)
         return task
+
+    def _longer_label(self, name: str, uid: str) -> str:
+        """A default label with more of the uid, for a task whose short one is taken (call with the lock)."""
+        prefix = _safe_prefix(name)
+        for digits in (16, len(uid)):
+            label = f"{prefix}-{uid[:digits]}"
+            if label not in self._labels:
+                return label
+        return next(f"{label}-{n}" for n in itertools.count(2) if f"{label}-{n}" not in self._labels)
 
     def _existing(self, uid: str, label: typing.Optional[str]) -> typing.Optional[Task]:
         """The task already added for *uid* (a second label becomes its alias); checks label clashes."""
