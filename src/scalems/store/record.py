@@ -230,18 +230,20 @@ class Record:
         """
         if self._stored is None:
             conn = self._conn
+            # Rows are consumed as the cursor yields them: fetchall() would hold every row tuple
+            # at once, and 10,000 new container objects set off ten garbage collections.
             stored = dict(
                 conn.execute(
                     "SELECT uid, result FROM task WHERE state=? AND kind='function' AND result IS NOT NULL "
                     "AND length(result) <= ?",
                     (COMPLETE, PRELOAD_RESULT_MAX),
-                ).fetchall()
+                )
             )
             others = conn.execute(
                 "SELECT uid FROM task WHERE NOT (state=? AND kind='function' AND result IS NOT NULL "
                 "AND length(result) <= ?)",
                 (COMPLETE, PRELOAD_RESULT_MAX),
-            ).fetchall()
+            )
             stored.update(dict.fromkeys(uid for (uid,) in others))
             self._stored = stored
         return self._stored
