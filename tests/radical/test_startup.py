@@ -48,6 +48,27 @@ def test_pilot_that_cannot_start_is_a_dispatch_error(tmp_path):
     _assert_nothing_left(tmp_path)
 
 
+def test_pilot_already_failed_when_waited_for_is_reported_at_once(tmp_path):
+    """RP's Pilot.wait() returns None for a pilot that is already final: the wait must still see
+    the failure (this race once cost a CI run its 300 s timeout)."""
+    from scalems.radical.session import RuntimeSession
+
+    options = {"cores": 1, "runtime": 5, "sandbox": "/proc/scalems-cannot-create-this"}
+    config = RuntimeConfiguration(rp_resource_params=options, session_dir=str(tmp_path / "session"))
+    runtime = RuntimeSession(config, tmp_path / "session")
+    try:
+        runtime.open()
+        runtime.pilot().wait(state=list(rp.FINAL), timeout=120)
+        assert runtime.pilot().state == rp.FAILED
+        started = time.monotonic()
+        with pytest.raises(DispatchError, match="ended in state FAILED"):
+            runtime.wait_for_pilot(timeout=60)
+        assert time.monotonic() - started < 10
+    finally:
+        runtime.close()
+    _assert_nothing_left(tmp_path)
+
+
 class _Submitted(logging.Handler):
     """Fires when the backend logs that the pilot was submitted."""
 

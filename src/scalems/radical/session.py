@@ -320,7 +320,10 @@ class RuntimeSession:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_abort()
-            state = pilot.wait(state=wanted + list(rp.FINAL), timeout=0.5)
+            # RP 1.103's Pilot.wait() returns None, not the state, for a pilot that was already
+            # final when called: read the state afterwards.
+            pilot.wait(state=wanted + list(rp.FINAL), timeout=0.5)
+            state = pilot.state
             if state in rp.FINAL:
                 raise DispatchError(self._pilot_failure(f"ended in state {state} before it became active"))
             if state in wanted:
