@@ -279,11 +279,15 @@ class _Pilot:
         self.sid = self.session.uid
         self._pmgr = rp.PilotManager(self.session)
         self._tmgr = rp.TaskManager(self.session)
-        self._pilot = self._pmgr.submit_pilots(
-            rp.PilotDescription(
-                {"resource": _RESOURCE, "cores": 8, "runtime": 15, "sandbox": str(base / "sandbox")}
-            )
-        )
+        # exit_on_error=False: RP's default answers a failed pilot with SIGTERM to this process.
+        description = {
+            "resource": _RESOURCE,
+            "cores": 8,
+            "runtime": 15,
+            "sandbox": str(base / "sandbox"),
+            "exit_on_error": False,
+        }
+        self._pilot = self._pmgr.submit_pilots(rp.PilotDescription(description))
         self._tmgr.add_pilots(self._pilot)
         self.closed = False
 
@@ -311,9 +315,12 @@ def pilot(tmp_path_factory):
     base = tmp_path_factory.mktemp("raptor")
     _write_resource_config()
     # RP puts its client-side session folder in $PWD (the variable, not os.getcwd()).
-    cwd, pwd = os.getcwd(), os.environ.get("PWD")
+    cwd, pwd, venv = os.getcwd(), os.environ.get("PWD"), os.environ.get("VIRTUAL_ENV")
     os.chdir(base)
     os.environ["PWD"] = str(base)
+    # The local pilot's bootstrap takes its Python from VIRTUAL_ENV (unset when the venv's python
+    # runs without activation); otherwise it falls back to the system Python, which has no RP.
+    os.environ["VIRTUAL_ENV"] = sys.prefix
     handle = None
     try:
         handle = _Pilot(base)
@@ -324,10 +331,11 @@ def pilot(tmp_path_factory):
                 handle.close()
         finally:
             os.chdir(cwd)
-            if pwd is None:
-                os.environ.pop("PWD", None)
-            else:
-                os.environ["PWD"] = pwd
+            for name, value in (("PWD", pwd), ("VIRTUAL_ENV", venv)):
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import pytest
@@ -20,9 +21,9 @@ from scalems.radical.session import _own_processes_matching  # noqa: E402
 pytestmark = [pytest.mark.radical, pytest.mark.slow]
 
 
-def _executor(base, **pilot_options) -> RPDispatchingExecutor:
+def _executor(base, settings=None, **pilot_options) -> RPDispatchingExecutor:
     options = {"cores": 1, "runtime": 5, "sandbox": str(base / "sandbox"), **pilot_options}
-    config = RuntimeConfiguration(rp_resource_params=options, session_dir=str(base / "session"))
+    config = RuntimeConfiguration(rp_resource_params=options, session_dir=str(base / "session"), **(settings or {}))
     return RPDispatchingExecutor(configuration=config, work_dir=base)
 
 
@@ -38,7 +39,7 @@ def _assert_nothing_left(base):
 
 
 def test_pilot_that_cannot_start_is_a_dispatch_error(tmp_path):
-    executor = _executor(tmp_path, sandbox="/proc/scalems-cannot-create-this")
+    executor = _executor(tmp_path, {"session_startup_timeout": 60}, sandbox="/proc/scalems-cannot-create-this")
     started = time.monotonic()
     with pytest.raises(DispatchError) as error:
         asyncio.run(asyncio.wait_for(executor.__aenter__(), 300))
@@ -108,3 +109,68 @@ def test_cancelled_startup_closes_the_session(tmp_path):
     asyncio.run(asyncio.wait_for(cancel_once_submitted(), 300))
     assert executor.runtime is None
     _assert_nothing_left(tmp_path)
+
+
+class _TaskManagerThatHangs:
+    """Stands in for ``rp.TaskManager`` the way RP 1.103 sometimes behaves: its constructor
+    never returns (a registry request nobody answers). The first *hangs* calls hang until
+    the test releases them; later calls build the real TaskManager."""
+
+    def __init__(self, hangs: int):
+        self.real = rp.TaskManager
+        self.hangs = hangs
+        self.calls = 0
+        self.release = threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.hangs:
+            self.release.wait(300)
+            raise RuntimeError("released by the test")
+        return self.real(*args, **kwargs)
+
+
+def _assert_sessions_ended(base, count):
+    sids = _session_ids(base)
+    assert len(sids) == count
+    left = _own_processes_matching([sid.encode() for sid in sids])
+    assert not left, f"processes of {sids} left behind: {left}"
+
+
+def test_session_that_hangs_while_starting_is_replaced_by_a_new_one(tmp_path, monkeypatch, caplog):
+    hanging = _TaskManagerThatHangs(hangs=1)
+    monkeypatch.setattr(rp, "TaskManager", hanging)
+    executor = _executor(tmp_path, settings={"session_startup_timeout": 15})
+    caplog.set_level(logging.WARNING, logger="scalems.radical")
+    try:
+
+        async def start_and_stop():
+            await executor.__aenter__()
+            assert executor.runtime.pilot().state == rp.PMGR_ACTIVE
+            await executor.__aexit__(None, None, None)
+
+        asyncio.run(asyncio.wait_for(start_and_stop(), 240))
+    finally:
+        hanging.release.set()
+    assert hanging.calls == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "hung while creating the TaskManager" in text and "starting a new one" in text for text in warnings
+    ), warnings
+    _assert_sessions_ended(tmp_path, 2)
+
+
+def test_session_that_keeps_hanging_is_a_dispatch_error_naming_the_stage(tmp_path, monkeypatch):
+    hanging = _TaskManagerThatHangs(hangs=2)
+    monkeypatch.setattr(rp, "TaskManager", hanging)
+    executor = _executor(tmp_path, settings={"session_startup_timeout": 10})
+    try:
+        with pytest.raises(DispatchError) as error:
+            asyncio.run(asyncio.wait_for(executor.__aenter__(), 240))
+    finally:
+        hanging.release.set()
+    message = str(error.value)
+    assert "hung while creating the TaskManager" in message and "Gave up after 2 sessions" in message
+    assert str(tmp_path / "session") in message, "the message should say where RP's logs are"
+    assert executor.runtime is None
+    _assert_sessions_ended(tmp_path, 2)

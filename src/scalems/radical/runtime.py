@@ -67,6 +67,9 @@ SESSION_DIRNAME = "scalems_radical"
 #: Local pilots normally start in ~20 s; a pilot that takes this long has a problem.
 LOCAL_PILOT_STARTUP_TIMEOUT = 300.0
 
+#: Sessions tried when RP hangs while creating one (see ``session_startup_timeout``).
+SESSION_START_ATTEMPTS = 2
+
 #: After cancelling an RP task, wait this long for RP to confirm, so that no late
 #: staging writes into a task directory the workflow may already reuse.
 CANCEL_CONFIRM_TIMEOUT = 10.0
@@ -234,11 +237,10 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             ConfigurationError: RP refused the configuration.
         """
         config = self.configuration()
-        loop = asyncio.get_running_loop()
-        runtime = RuntimeSession(config, self.session_dir)
-        self._watcher = TaskWatcher(loop)
+        self._watcher = TaskWatcher(asyncio.get_running_loop())
+        runtime: typing.Optional[RuntimeSession] = None
         try:
-            await self._step(runtime, runtime.open, self._on_pilot_state, what="session start-up")
+            runtime = await self._open_session(config)
             tmgr = runtime.task_manager()
             await self._step(
                 runtime, tmgr.register_callback, self._watcher.callback, what="callback registration"
@@ -262,11 +264,47 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             raise
         return runtime
 
-    async def _step(self, runtime: RuntimeSession, func, *args, what: str):
-        """Run one blocking start-up step in a thread; on cancellation, stop it and wait for it."""
+    async def _open_session(self, config: RuntimeConfiguration) -> RuntimeSession:
+        """Create the RP session, its managers and the pilot; start over once if RP hangs.
+
+        RP 1.103 occasionally never answers a registry request while it sets up its
+        managers (seen in CI); that thread cannot be interrupted. Past
+        ``session_startup_timeout`` the stuck session is closed (its local processes
+        reaped) and a fresh one is started. Any other failure closes the session and
+        propagates.
+        """
+        timeout = config.session_startup_timeout
+        for attempt in range(1, SESSION_START_ATTEMPTS + 1):
+            runtime = RuntimeSession(config, self.session_dir)
+            try:
+                callback = self._pilot_callback(runtime)
+                await self._step(runtime, runtime.open, callback, what="session start-up", timeout=timeout)
+                return runtime
+            except asyncio.TimeoutError:
+                where = f"; its client logs are in {runtime.session.path}" if runtime.session is not None else ""
+                problem = f"RADICAL-Pilot hung while {runtime.stage} (no answer for {timeout:g} s){where}"
+                runtime.abort()
+                await self._close_session(runtime)
+                if attempt == SESSION_START_ATTEMPTS:
+                    raise DispatchError(f"{problem}. Gave up after {attempt} sessions.") from None
+                logger.warning("%s. Closed that session; starting a new one.", problem)
+            except BaseException:
+                try:
+                    await self._close_session(runtime)
+                except asyncio.CancelledError:
+                    pass
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _step(self, runtime: RuntimeSession, func, *args, what: str, timeout: typing.Optional[float] = None):
+        """Run one blocking start-up step in a thread; on cancellation, stop it and wait for it.
+
+        With *timeout*, raise :class:`asyncio.TimeoutError` when the step has not ended by
+        then; the thread is left running (the caller closes the session under it).
+        """
         future = in_thread(func, *args, name=f"scalems-rp-{what.replace(' ', '-')}")
         try:
-            return await asyncio.shield(future)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.CancelledError:
             runtime.abort()
             try:
@@ -312,16 +350,31 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
         finally:
             await self._teardown(runtime)
 
-    async def _teardown(self, runtime: RuntimeSession) -> None:
+    async def _teardown(self, runtime: typing.Optional[RuntimeSession]) -> None:
         self._closing = True
         if self._submitter is not None:
             self._submitter.stop()
             self._submitter = None
         try:
-            closing = in_thread(runtime.close, name="scalems-rp-close")
-            await await_bounded(closing, self.configuration().close_timeout, "closing the session")
+            if runtime is not None:
+                await self._close_session(runtime)
         finally:
             self._aliases.close()
+
+    async def _close_session(self, runtime: RuntimeSession) -> None:
+        """Close *runtime* in a thread, bounded by ``close_timeout`` even on cancellation."""
+        closing = in_thread(runtime.close, name="scalems-rp-close")
+        await await_bounded(closing, self.configuration().close_timeout, "closing the session")
+
+    def _pilot_callback(self, runtime: RuntimeSession):
+        """The pilot state callback for *runtime*: silent once that session is being closed
+        (a replaced session's pilot must not fail the jobs of its successor)."""
+
+        def callback(pilot, state=None, *args):
+            if not runtime.closed:
+                self._on_pilot_state(pilot, state, *args)
+
+        return callback
 
     def _on_pilot_state(self, pilot, state=None, *args):
         """RP thread: a pilot that ends while the backend runs fails every waiting job.

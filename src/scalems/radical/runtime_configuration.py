@@ -220,6 +220,10 @@ class RuntimeConfiguration:
         pilot_startup_timeout: seconds to wait for the pilot to become active before giving up.
             None: 300 s for ``local.*`` resources; for batch systems only the submission is
             awaited, since the queue wait is unbounded.
+        session_startup_timeout: seconds allowed for RP to create its session and managers
+            and accept the pilot (normally 5-10 s). RP 1.103 can hang there for good (a
+            registry request that is never answered); past this bound the session is closed
+            and a new one started, once.
         close_timeout: seconds allowed for closing the RP session.
     """
 
@@ -231,6 +235,7 @@ class RuntimeConfiguration:
     pre_exec: typing.Tuple[str, ...] = ()
     session_dir: typing.Optional[str] = None
     pilot_startup_timeout: typing.Optional[float] = None
+    session_startup_timeout: float = 120.0
     close_timeout: float = 120.0
 
     def __post_init__(self):
@@ -265,8 +270,9 @@ class RuntimeConfiguration:
         object.__setattr__(self, "target_venv", venv)
         if self.session_dir is not None:
             object.__setattr__(self, "session_dir", os.path.abspath(os.fspath(self.session_dir)))
-        if self.close_timeout <= 0:
-            raise ConfigurationError(f"close_timeout must be positive, got {self.close_timeout}")
+        for name in ("session_startup_timeout", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
 
     @property
     def is_local(self) -> bool:

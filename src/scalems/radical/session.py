@@ -231,6 +231,8 @@ class RuntimeSession:
         self._lock = threading.Lock()
         self._closed = False
         self.sandbox: typing.Optional[str] = None
+        #: What :meth:`open` is doing (for the message when RP hangs there).
+        self.stage = "not started"
 
     # -- accessors (RaptorClient accepts methods or attributes) ---------------------------
     @property
@@ -270,16 +272,20 @@ class RuntimeSession:
         with self._lock:
             if self._closed:
                 raise _Aborted()
+            self.stage = "creating the RP session"
             self.session = rp.Session(cfg={"base": directory, "client_sandbox": directory})
         logger.info(
             "RADICAL-Pilot session %s started; client files in %s", self.session.uid, self.session.path
         )
         self._check_abort()
+        self.stage = "creating the PilotManager"
         _amend_launch_methods(self.session, config)
         self._pmgr = rp.PilotManager(session=self.session)
         self._check_abort()
+        self.stage = "creating the TaskManager"
         self._tmgr = rp.TaskManager(session=self.session)
         self._check_abort()
+        self.stage = "submitting the pilot"
         sandbox = None
         if "sandbox" not in config.rp_resource_params and config.is_local:
             # Keep a local pilot's sandbox beside the client files, not in $HOME/radical.pilot.sandbox.
@@ -296,6 +302,7 @@ class RuntimeSession:
             pilot.register_callback(pilot_callback)
         self._tmgr.add_pilots(pilot)
         self.sandbox = str(pilot.pilot_sandbox)
+        self.stage = "pilot submitted"
         logger.info(
             "Pilot %s submitted to %s (cores=%s, nodes=%s, runtime=%s min); pilot sandbox: %s",
             pilot.uid,
