@@ -115,6 +115,7 @@ def test_interrupted_run_leaves_no_rp_processes(tmp_path):
         if runner.poll() is None:
             runner.kill()
     assert runner.returncode == 130, err
+    # One session; two if RP hung while setting up the first and scalems replaced it.
     sessions = [path.name for path in (tmp_path / "scalems_radical").glob("rp.session.*")]
-    assert len(sessions) == 1
-    assert not _own_processes_matching([sessions[0].encode()]), "RP processes were left behind"
+    assert 1 <= len(sessions) <= 2, sessions
+    assert not _own_processes_matching([sid.encode() for sid in sessions]), "RP processes were left behind"

@@ -32,10 +32,11 @@ def _session_ids(base) -> list:
 
 
 def _assert_nothing_left(base):
+    # Usually one session; two if RP hung while setting up the first and it was replaced.
     sids = _session_ids(base)
-    assert len(sids) == 1
-    left = _own_processes_matching([sids[0].encode()])
-    assert not left, f"processes of {sids[0]} left behind: {left}"
+    assert 1 <= len(sids) <= 2, sids
+    left = _own_processes_matching([sid.encode() for sid in sids])
+    assert not left, f"processes of {sids} left behind: {left}"
 
 
 def test_pilot_that_cannot_start_is_a_dispatch_error(tmp_path):
