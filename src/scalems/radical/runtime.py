@@ -286,7 +286,10 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
                 runtime.abort()
                 await self._close_session(runtime)
                 if attempt == SESSION_START_ATTEMPTS:
-                    raise DispatchError(f"{problem}. Gave up after {attempt} sessions.") from None
+                    raise DispatchError(
+                        f"{problem}. Gave up after {attempt} sessions. If RP is merely slow on this machine, "
+                        "raise RuntimeConfiguration.session_startup_timeout."
+                    ) from None
                 logger.warning("%s. Closed that session; starting a new one.", problem)
             except BaseException:
                 try:
