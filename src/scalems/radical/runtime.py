@@ -47,7 +47,7 @@ from scalems.execution import (
 )
 
 from .runtime_configuration import RuntimeConfiguration
-from .session import RuntimeSession, await_bounded, in_thread
+from .session import RuntimeSession, await_bounded, in_thread, wait_within
 from .task import (
     CALL_FILE,
     PathAliases,
@@ -307,7 +307,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
         """
         future = in_thread(func, *args, name=f"scalems-rp-{what.replace(' ', '-')}")
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await wait_within(future, timeout, cancel=False)
         except asyncio.CancelledError:
             runtime.abort()
             try:

@@ -70,6 +70,26 @@ def in_thread(func: typing.Callable[..., _T], *args, name: str = "scalems-rp") -
     return future
 
 
+async def wait_within(future: "asyncio.Future[_T]", timeout: typing.Optional[float], *, cancel: bool = True) -> _T:
+    """Await *future* at most *timeout* seconds (None: no limit); raise :class:`asyncio.TimeoutError` after.
+
+    Like ``asyncio.wait_for``, except that a cancellation of the caller arriving just as
+    *future* completes is not swallowed (it is, on Python < 3.12). With *cancel* (the
+    default), *future* is cancelled when the wait times out or the caller is cancelled.
+    """
+    try:
+        await asyncio.wait({future}, timeout=timeout)
+    except asyncio.CancelledError:
+        if cancel:
+            future.cancel()
+        raise
+    if not future.done():
+        if cancel:
+            future.cancel()
+        raise asyncio.TimeoutError()
+    return future.result()
+
+
 async def await_bounded(
     future: "asyncio.Future[_T]", timeout: typing.Optional[float], what: str
 ) -> typing.Optional[_T]:

@@ -42,7 +42,7 @@ from scalems.exceptions import DispatchError, ResourceError
 from scalems.execution.jobs import FunctionJob, FunctionOutcome
 from scalems.messages import AddItem, HelloCommand, StopCommand
 
-from ..session import in_thread
+from ..session import in_thread, wait_within
 from .config import CPI_MESSAGE, BackendVersion, backend_version, master_input, master_script
 from .worker import decode_rank_result
 
@@ -109,7 +109,7 @@ def _resolve(obj, name: str):
 async def _blocking(func: typing.Callable[..., _T], *args, timeout: float, what: str) -> _T:
     """Run a blocking RP call in a daemon thread; wait at most *timeout* seconds."""
     try:
-        return await asyncio.wait_for(in_thread(func, *args, name=f"scalems-rp-{what}"), timeout)
+        return await wait_within(in_thread(func, *args, name=f"scalems-rp-{what}"), timeout)
     except asyncio.TimeoutError:
         raise DispatchError(f"RADICAL-Pilot did not complete {what} within {timeout:g} s") from None
 
@@ -470,7 +470,7 @@ class RaptorClient:
 
     async def _wait(self, future: asyncio.Future, *, timeout: typing.Optional[float]) -> _Final:
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await wait_within(future, timeout)
         finally:
             if not future.done() or future.cancelled():
                 with self._lock:
@@ -479,10 +479,7 @@ class RaptorClient:
                             del self._futures[uid]
 
     async def _wait_master(self, timeout: float):
-        try:
-            await asyncio.wait_for(asyncio.shield(self._master_done), timeout)
-        except asyncio.TimeoutError:
-            pass
+        await asyncio.wait({self._master_done}, timeout=timeout)
 
     def _cancel_later(self, uids: typing.List[str]):
         """Best-effort cancellation of RP tasks whose caller went away (never awaited by it)."""
