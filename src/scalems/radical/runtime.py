@@ -274,7 +274,9 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
         propagates.
         """
         timeout = config.session_startup_timeout
-        for attempt in range(1, SESSION_START_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             runtime = RuntimeSession(config, self.session_dir)
             try:
                 callback = self._pilot_callback(runtime)
@@ -297,7 +299,6 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
                 except asyncio.CancelledError:
                     pass
                 raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _step(self, runtime: RuntimeSession, func, *args, what: str, timeout: typing.Optional[float] = None):
         """Run one blocking start-up step in a thread; on cancellation, stop it and wait for it.
