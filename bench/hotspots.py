@@ -156,8 +156,8 @@ def py_spy_workload(kind: str, n: int, top: int) -> str:
                     thread = frames[k]
                 k += 1
             code = frames[k:]
-            if "scalems.local.worker" in process:
-                who = "worker processes (scalems.local.worker)"
+            if "scalems.local.worker_main" in process:
+                who = "worker processes (scalems.local.worker_main)"
             elif "scalems-dispatcher" in thread or any("_run_loop" in f for f in code):
                 who = "bench process: dispatcher thread"
             elif any("Record._flusher_main" in f for f in code):

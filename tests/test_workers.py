@@ -7,7 +7,7 @@ import time
 import pytest
 
 import scalems.call
-from scalems.local.workers import QUEUE_DEPTH, QUEUE_DEPTH_SHORT, WorkerDied, WorkerPool
+from scalems.local.worker_pool import QUEUE_DEPTH, QUEUE_DEPTH_SHORT, WorkerDied, WorkerPool
 
 
 def identity(value):

@@ -301,10 +301,10 @@ def test_function_that_kills_its_process_fails_alone(make_workflow, tmp_path):
 
 
 def test_backend_that_cannot_start_fails_tasks_with_its_reason(tmp_path):
-    from scalems.local.runtime import LocalExecutor
+    from scalems.local.backend import LocalBackend
     from scalems.workflow import WorkflowManager
 
-    class Broken(LocalExecutor):
+    class Broken(LocalBackend):
         async def runtime_startup(self):
             raise RuntimeError("allocation refused by the batch system")
 
@@ -329,9 +329,9 @@ def test_labels_that_sanitize_alike_get_separate_directories(make_workflow, tmp_
 def test_default_labels_stay_unique_when_uids_start_alike(make_workflow, tmp_path, monkeypatch):
     """Default labels carry 8 uid digits; with ~100,000 tasks of one program two uids share them
     (birthday bound), and the tasks must still get distinct labels and directories."""
-    import scalems.workflow.manager
+    import scalems.workflow.naming
 
-    monkeypatch.setattr(scalems.workflow.manager, "_LABEL_DIGITS", 1)  # 40 tasks, 16 digits: shared for sure
+    monkeypatch.setattr(scalems.workflow.naming, "LABEL_DIGITS", 1)  # 40 tasks, 16 digits: shared for sure
 
     def run():
         with make_workflow(tmp_path / "work"):

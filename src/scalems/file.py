@@ -14,9 +14,6 @@ import os
 import pathlib
 import typing
 
-if typing.TYPE_CHECKING:
-    from scalems.workflow.task import Task
-
 
 class OutputFile:
     """Placeholder for a file that a task writes, relative to its working directory.
@@ -73,11 +70,13 @@ class FileReference(os.PathLike):
 
     Usable as input to other tasks before the producing task has run. Once the
     task is done, ``os.fspath(ref)`` (or :meth:`path`) gives the absolute path.
+    *task* is the producing :class:`scalems.workflow.Task` (this module does not
+    import the workflow layer, which imports it).
     """
 
     __slots__ = ("task", "name")
 
-    def __init__(self, task: "Task", name: str):
+    def __init__(self, task, name: str):
         self.task = task
         self.name = name
 

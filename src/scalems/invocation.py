@@ -191,7 +191,7 @@ def _raise_terminated(signum, frame):
 def run(
     *,
     parser: argparse.ArgumentParser,
-    executor_factory: typing.Callable,
+    backend_factory: typing.Callable,
     configure: typing.Callable[[argparse.Namespace], typing.Any],
     argv: typing.Optional[typing.Sequence[str]] = None,
 ) -> typing.NoReturn:
@@ -200,13 +200,13 @@ def run(
     Args:
         parser: the execution module's parser (from :func:`base_parser` and
             :func:`workflow_parser`, with :func:`add_script_arguments`).
-        executor_factory: the module's backend factory ``(manager, params) -> RuntimeManager``.
+        backend_factory: the module's backend factory ``(manager, params) -> Backend``.
         configure: turns the parsed arguments into the backend's configuration;
             may raise :class:`ConfigurationError`, reported as a usage error.
         argv: arguments (default: ``sys.argv[1:]``).
     """
     _freeze_runtime()
-    sys.exit(main(parser=parser, executor_factory=executor_factory, configure=configure, argv=argv))
+    sys.exit(main(parser=parser, backend_factory=backend_factory, configure=configure, argv=argv))
 
 
 def _freeze_runtime() -> None:
@@ -225,7 +225,7 @@ def _freeze_runtime() -> None:
     gc.freeze()
 
 
-def main(*, parser, executor_factory, configure, argv=None) -> int:
+def main(*, parser, backend_factory, configure, argv=None) -> int:
     """:func:`run` without the ``sys.exit``; returns the exit status."""
     from scalems.workflow.manager import WorkflowManager
 
@@ -252,7 +252,7 @@ def main(*, parser, executor_factory, configure, argv=None) -> int:
             _report_error(error, debug)
             return EXIT_USAGE
         manager = WorkflowManager(
-            executor_factory, params, directory=args.work_dir, use_cache=not args.no_cache
+            backend_factory, params, directory=args.work_dir, use_cache=not args.no_cache
         )
         return _run_app(manager, entry, debug)
     finally:

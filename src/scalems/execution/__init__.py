@@ -1,9 +1,10 @@
-"""Execution backends: the contract (:class:`RuntimeManager`) and the job records they run.
+"""Execution backends: the contract (:class:`Backend`), its budget (:mod:`.limits`) and the job records.
 
-Backends live in their own packages (:mod:`scalems.local`, :mod:`scalems.radical`);
-this package holds only what they share.
+Backends live in their own packages (:mod:`scalems.local`, :mod:`scalems.radical`,
+:mod:`scalems.memory`); this package holds only what they share.
 """
 
+from .backend import Backend, RuntimeManager
 from .jobs import (
     ExecutableJob,
     ExecutableOutcome,
@@ -14,10 +15,14 @@ from .jobs import (
     Outcome,
     Resources,
 )
-from .runtime import RuntimeManager
+from .limits import CoreLimiter, Limiter, Unlimited
 
 __all__ = (
+    "Backend",
     "RuntimeManager",
+    "Limiter",
+    "CoreLimiter",
+    "Unlimited",
     "Resources",
     "InputFile",
     "ExecutableJob",

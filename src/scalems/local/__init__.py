@@ -27,9 +27,11 @@ __all__ = (
     "parser",
     "workflow_manager",
     "workflow",
-    "executor_factory",
+    "backend_factory",
     "configuration",
     "LocalConfiguration",
+    "LocalBackend",
+    "executor_factory",
     "LocalExecutor",
 )
 
@@ -38,7 +40,7 @@ import os
 import typing
 
 import scalems.invocation
-from .runtime import LocalConfiguration, LocalExecutor, executor_factory
+from .backend import LocalBackend, LocalConfiguration, LocalExecutor, backend_factory, executor_factory
 
 
 def _positive_int(text: str) -> int:
@@ -102,7 +104,7 @@ def workflow_manager(
     from scalems.workflow.manager import WorkflowManager
 
     config = LocalConfiguration(cores=cores, gpus=gpus, mpi_launcher=mpi_launcher)
-    return WorkflowManager(executor_factory, config, directory=directory, use_cache=use_cache, progress=progress)
+    return WorkflowManager(backend_factory, config, directory=directory, use_cache=use_cache, progress=progress)
 
 
 workflow = workflow_manager

@@ -5,6 +5,6 @@ import scalems.local
 
 scalems.invocation.run(
     parser=scalems.local.parser,
-    executor_factory=scalems.local.executor_factory,
+    backend_factory=scalems.local.backend_factory,
     configure=scalems.local.configuration,
 )

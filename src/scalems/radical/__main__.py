@@ -5,6 +5,6 @@ import scalems.radical
 
 scalems.invocation.run(
     parser=scalems.radical.parser,
-    executor_factory=scalems.radical.executor_factory,
+    backend_factory=scalems.radical.executor_factory,
     configure=scalems.radical.configuration,
 )

@@ -9,7 +9,15 @@ to an argument or an input file's content gives a new uid.
 
 from __future__ import annotations
 
-__all__ = ("fingerprint", "digest_text", "canonical_text", "Encoder", "callable_identity", "cacheable_identity")
+__all__ = (
+    "identify",
+    "fingerprint",
+    "digest_text",
+    "canonical_text",
+    "Encoder",
+    "callable_identity",
+    "cacheable_identity",
+)
 
 import functools
 import hashlib
@@ -71,6 +79,23 @@ def digest_text(text: str) -> str:
 
 #: Argument types whose canonical form is the JSON value itself.
 PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
+#: The upstream tasks of a task whose arguments are plain values (read, never changed).
+NO_UPSTREAM: dict = {}
+
+
+def identify(spec, digest_file: typing.Callable[[pathlib.Path], str]) -> tuple:
+    """``(uid, upstream)`` of a task spec: its fingerprint, and the tasks it takes input from.
+
+    *digest_file* gives the content digest of an input file (the store memoizes it
+    by stat, so unchanged inputs are not read again).
+    """
+    uid = spec.plain_uid()
+    if uid is not None:
+        return uid, NO_UPSTREAM
+    encoder = Encoder(digest_file)
+    return spec.uid(encoder), encoder.upstream
 
 
 class Encoder:

@@ -1,11 +1,13 @@
 """Normalized descriptions of the two kinds of task, validated when the task is added.
 
-Validation happens here, in the caller's thread, so mistakes (a wrong path, a
-bad argv element, an unknown resource key) are reported at the line of the
-workflow script that made them, before anything runs.
+The first stage of adding a task: :func:`executable_spec` and :func:`function_spec`
+turn what the script passed into a spec. Validation happens here, in the
+caller's thread, so mistakes (a wrong path, a bad argv element, an unknown
+resource key) are reported at the line of the workflow script that made
+them, before anything runs.
 """
 
-__all__ = ("ExecutableSpec", "FunctionSpec", "normalize_argv")
+__all__ = ("ExecutableSpec", "FunctionSpec", "executable_spec", "function_spec", "normalize_argv")
 
 import os
 import pathlib
@@ -44,9 +46,18 @@ class ExecutableSpec(typing.NamedTuple):
     def output_names(self) -> tuple:
         return (self.stdout, self.stderr, *self.outputs())
 
+    def default_name(self) -> str:
+        """What a default label starts with: the program's name."""
+        program = self.argv[0]
+        return os.path.basename(program) if isinstance(program, str) else program.name
+
     def uid(self, encoder) -> str:
         """The task's fingerprint: :func:`fingerprint` of :meth:`material`."""
         return fingerprint(self.material(encoder))
+
+    def plain_uid(self) -> None:
+        """Executables always need an encoder (their argv may name files)."""
+        return None
 
     def material(self, encoder) -> dict:
         return {
@@ -87,6 +98,18 @@ class FunctionSpec:
 
     def output_names(self) -> tuple:
         return ()
+
+    def default_name(self) -> str:
+        """What a default label starts with: the function's name."""
+        return getattr(self.func, "__name__", None) or type(self.func).__name__
+
+    def encode(self, args, kwargs) -> str:
+        """The :mod:`scalems.call` record of calling the function with *args* and *kwargs*."""
+        import scalems.call
+
+        return scalems.call.serialize_call(
+            self.func, args=args, kwargs=kwargs, requirements=self.resources.as_dict(), comm_arg=self.comm_arg
+        )
 
     def material(self, encoder) -> dict:
         return {
@@ -147,6 +170,53 @@ _HEADS: dict = {}
 def _call_digest(head: str, args: str, kwargs: str) -> str:
     """The fingerprint of a call: the function's cached head object, completed by the arguments' texts."""
     return digest_text(f'{head[:-1]},"args":{args},"kwargs":{kwargs}}}')
+
+
+def executable_spec(
+    argv, *, inputs=None, outputs=None, stdin=None, env=None, stdout="stdout", stderr="stderr", resources=None
+) -> ExecutableSpec:
+    """The spec of ``scalems.executable(...)``: stdin as text, env as strings, streams checked."""
+    if isinstance(stdin, (list, tuple)):
+        stdin = "".join(line if line.endswith("\n") else line + "\n" for line in stdin)
+    elif stdin is not None and not isinstance(stdin, str):
+        raise TypeError(f"stdin must be text or a list of lines, got {type(stdin).__name__}")
+    env = {str(k): str(v) for k, v in (env or {}).items()}
+    for name in (stdout, stderr):
+        OutputFile(name)  # validates: relative, inside the task directory
+    if stdout == stderr:
+        raise ValueError(f"stdout and stderr must be different files (both are {stdout!r})")
+    spec = ExecutableSpec(
+        argv=normalize_argv(argv, inputs=inputs, outputs=outputs),
+        env=env,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        resources=Resources.coerce(resources),
+    )
+    clash = set(spec.outputs()) & {stdout, stderr}
+    if clash:
+        raise ValueError(f"output file name(s) {sorted(clash)} clash with the stdout/stderr file names")
+    return spec
+
+
+def function_spec(func, args=(), kwargs=None, *, resources=None, comm_arg=None) -> FunctionSpec:
+    """The spec of a function task; a multi-rank call gets its communicator as ``comm`` by default."""
+    # This is the path of every task of a large ensemble (and of its re-runs): kept lean.
+    if not callable(func):
+        raise TypeError(f"the first argument must be a callable, got {type(func).__name__}")
+    if resources is None:
+        resources = DEFAULT_RESOURCES
+    else:
+        resources = Resources.coerce(resources)
+        if resources.ranks > 1 and comm_arg is None:
+            comm_arg = "comm"
+    return FunctionSpec(
+        func,
+        args if type(args) is tuple else tuple(args),
+        dict(kwargs) if kwargs else {},
+        resources,
+        comm_arg,
+    )
 
 
 def normalize_argv(argv, *, inputs=None, outputs=None) -> tuple:

@@ -5,20 +5,24 @@ A :class:`Task` behaves like :class:`concurrent.futures.Future` (``result``,
 awaited from any event loop. An :class:`Ensemble` is a sequence of member
 tasks whose ``result()`` is the list of member results.
 
-Handles are created and completed by the :class:`~scalems.workflow.manager.WorkflowManager`;
-user code only reads them. They are kept small (``__slots__``, one shared
-lock per manager) because workflows reach 100,000 tasks.
+Handles are created and completed by their owner, the workflow's
+:class:`~scalems.workflow.graph.TaskGraph`; user code only reads them. A
+handle talks to its owner through four names (``lock``, ``directory_of``,
+``check_can_block``, ``cancel``), and only the owner writes the underscored
+state fields. Handles are kept small (``__slots__``, one shared lock per
+workflow) because workflows reach 100,000 tasks.
 """
 
 from __future__ import annotations
 
-__all__ = ("TaskState", "FINAL_STATES", "Task", "Ensemble", "ExecutableResult")
+__all__ = ("TaskState", "FINAL_STATES", "Task", "Ensemble", "ExecutableResult", "executable_result")
 
 import asyncio
 import concurrent.futures
 import dataclasses
 import enum
 import logging
+import os
 import pathlib
 import threading
 import typing
@@ -60,6 +64,20 @@ class ExecutableResult:
     file: typing.Mapping[str, str]
 
 
+def executable_result(task: "Task", exitcode: int) -> ExecutableResult:
+    """The result of executable *task* that exited with *exitcode*: paths in its directory."""
+    spec = task.spec
+    directory = os.fspath(task.directory)
+    join = os.path.join
+    return ExecutableResult(
+        exitcode=exitcode,
+        stdout=join(directory, spec.stdout),
+        stderr=join(directory, spec.stderr),
+        directory=directory,
+        file={name: join(directory, name) for name in spec.output_names()},
+    )
+
+
 class Task:
     """Handle for one task. Future-like and awaitable."""
 
@@ -68,7 +86,7 @@ class Task:
         "label",
         "kind",
         "spec",
-        "_manager",
+        "_owner",
         "_state",
         "_result",
         "_exception",
@@ -81,12 +99,12 @@ class Task:
         "__weakref__",
     )
 
-    def __init__(self, manager, uid: str, label: str, kind: str, spec):
+    def __init__(self, owner, uid: str, label: str, kind: str, spec):
         self.uid = uid
         self.label = label
         self.kind = kind
         self.spec = spec
-        self._manager = manager
+        self._owner = owner
         self._state = TaskState.WAITING
         self._result = None
         self._exception: typing.Optional[BaseException] = None
@@ -107,7 +125,7 @@ class Task:
         """The task's working directory (under the work directory's ``scalems_tasks/``)."""
         directory = self._directory
         if directory is None:
-            directory = self._directory = self._manager._task_directory(self.label)
+            directory = self._directory = self._owner.directory_of(self.label)
         return directory
 
     @property
@@ -139,7 +157,7 @@ class Task:
         return self._result
 
     def _decode_result(self):
-        with self._manager._lock:
+        with self._owner.lock:
             recorded, self._recorded = self._recorded, None
             if recorded is None:
                 return
@@ -157,11 +175,11 @@ class Task:
     def _wait(self, timeout):
         if self._state in FINAL_STATES:
             return
-        self._manager._check_can_block(self)
+        self._owner.check_can_block(self)
         # A private event set by a done-callback: the waiting thread wakes for this task only,
         # not for each of the thousands of other completions.
         finished = threading.Event()
-        with self._manager._lock:
+        with self._owner.lock:
             if self._state in FINAL_STATES:
                 return
             if self._callbacks is None:
@@ -169,24 +187,24 @@ class Task:
             wake = _Wake(finished)
             self._callbacks.append(wake)
         if not finished.wait(timeout):
-            with self._manager._lock:
+            with self._owner.lock:
                 if self._callbacks is not None and wake in self._callbacks:
                     self._callbacks.remove(wake)  # so polling with short timeouts does not pile them up
             raise concurrent.futures.TimeoutError(f"task {self.label!r} did not finish within {timeout} s")
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started. Tasks that need it fail. Returns True if cancelled."""
-        return self._manager._cancel_task(self)
+        return self._owner.cancel(self)
 
     def add_done_callback(self, fn: typing.Callable[["Task"], typing.Any]) -> None:
         """Call ``fn(task)`` when the task finishes (at once if it has). Errors in *fn* are logged."""
-        with self._manager._lock:
+        with self._owner.lock:
             if self._state not in FINAL_STATES:
                 if self._callbacks is None:
                     self._callbacks = []
                 self._callbacks.append(fn)
                 return
-        _invoke_callback(fn, self)
+        invoke_callback(fn, self)
 
     def __await__(self):
         if self._state not in FINAL_STATES:
@@ -218,7 +236,7 @@ class Task:
         cached = " cached" if self._cached else ""
         return f"<Task {self.label} state={self._state.value}{extra}{cached}>"
 
-    # ---- completion (called by the manager with its condition held) --------------------------
+    # ---- completion (called by the owner with its lock held) ---------------------------------
     def _finish(self, state: TaskState, result=None, exception: typing.Optional[BaseException] = None):
         self._state = state
         self._result = result
@@ -239,7 +257,8 @@ class _Wake:
         self.event.set()
 
 
-def _invoke_callback(fn, task):
+def invoke_callback(fn, task):
+    """Call a done-callback; its errors are logged, never raised into the completing thread."""
     try:
         fn(task)
     except Exception:
@@ -381,7 +400,7 @@ class _Waiter:
 def _check_blocking(tasks):
     for task in tasks:
         if not task.done():
-            task._manager._check_can_block(task)
+            task._owner.check_can_block(task)
             return
 
 

@@ -1,34 +1,39 @@
 """The contract every execution backend implements.
 
 A backend is an async context manager that runs jobs. The workflow layer
-enters it once per run on the dispatcher's event loop, calls
-:meth:`RuntimeManager.run` for each ready job (concurrently, as many as
-:meth:`RuntimeManager.capacity` allows) and leaves it at the end. Leaving
-must cancel whatever still runs and release every process and session,
-whatever the reason for leaving.
+enters it on the dispatcher's event loop when the first job has to run,
+calls :meth:`Backend.run` for each job its :attr:`Backend.limiter` admits
+(concurrently) and leaves it at the end. Leaving must cancel whatever still
+runs and release every process and session, whatever the reason for leaving.
+
+What a backend sees is a job (:mod:`scalems.execution.jobs`): never a task
+handle, the task graph or the work directory's store. That keeps backends
+small and lets the in-memory backend (:mod:`scalems.memory`) stand in for the
+real ones in tests of the workflow layer.
 """
 
 from __future__ import annotations
 
-__all__ = ("RuntimeManager",)
+__all__ = ("Backend", "RuntimeManager")
 
 import abc
 import contextlib
 import typing
 
-from scalems.exceptions import APIError, ResourceError
-from .jobs import ExecutableJob, FunctionJob, Job, Outcome, Resources
+from scalems.exceptions import APIError
+from .jobs import ExecutableJob, FunctionJob, Job, Outcome
+from .limits import Limiter, Unlimited
 
 ConfigT = typing.TypeVar("ConfigT")
 RuntimeT = typing.TypeVar("RuntimeT")
 
 
-class RuntimeManager(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
+class Backend(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
     """Base class of execution backends.
 
     Subclasses implement :meth:`runtime_startup`, :meth:`runtime_shutdown`,
-    :meth:`run_executable` and :meth:`run_function`, and may override
-    :meth:`runtime_configuration` and :meth:`capacity`.
+    :meth:`run_executable` and :meth:`run_function`, set :attr:`limiter` when
+    they have a fixed budget, and may override :meth:`runtime_configuration`.
     """
 
     #: Short name used in messages and in the store record ("local", "radical", ...).
@@ -38,9 +43,8 @@ class RuntimeManager(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
     #: Remote backends stage call records through it; the local warm workers do not.
     function_jobs_need_directory: bool = True
 
-    #: Single-core function jobs the manager may hand over beyond :meth:`capacity`. The backend
-    #: queues them next to running ones (not running them), so workers never idle between calls.
-    prefetch: int = 0
+    #: The budget jobs are admitted against (the one place that knows the backend's capacity).
+    limiter: Limiter = Unlimited()
 
     runtime: typing.Optional[RuntimeT] = None
 
@@ -64,20 +68,6 @@ class RuntimeManager(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
     @abc.abstractmethod
     async def runtime_shutdown(self, runtime: RuntimeT) -> None:
         """Cancel outstanding work and release everything acquired by :meth:`runtime_startup`."""
-
-    def capacity(self) -> typing.Optional[Resources]:
-        """Resources available at once, or None if the backend queues work itself."""
-        return None
-
-    def check_fits(self, label: str, resources: Resources) -> None:
-        """Raise :class:`ResourceError` if a task with *resources* could never run here."""
-        capacity = self.capacity()
-        if capacity is None:
-            return
-        if resources.cores > capacity.cores:
-            raise ResourceError(label, resources.cores, capacity.cores)
-        if resources.gpus > capacity.gpus:
-            raise ResourceError(label, resources.gpus, capacity.gpus, what="GPUs")
 
     async def run(self, job: Job) -> Outcome:
         """Run one job to completion. Cancellation of the awaiting task must stop the job."""
@@ -121,3 +111,7 @@ class RuntimeManager(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
         if stack is not None:
             await stack.aclose()
         return False
+
+
+#: The name of :class:`Backend` in the original SCALE-MS design documents.
+RuntimeManager = Backend

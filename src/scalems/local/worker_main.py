@@ -1,4 +1,4 @@
-"""Entry point of a warm worker process: ``python -m scalems.local.worker READ_FD WRITE_FD``.
+"""Entry point of a warm worker process: ``python -m scalems.local.worker_main READ_FD WRITE_FD``.
 
 Reads length-prefixed call records (:mod:`scalems.call` JSON), executes each
 with :func:`scalems.call.execute`, writes back the result record. Exits on

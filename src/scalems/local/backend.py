@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ("LocalConfiguration", "LocalExecutor", "executor_factory")
+__all__ = ("LocalConfiguration", "LocalBackend", "LocalExecutor", "backend_factory", "executor_factory")
 
 import asyncio
 import dataclasses
@@ -14,16 +14,17 @@ import typing
 
 from scalems.exceptions import ConfigurationError
 from scalems.execution import (
+    Backend,
+    CoreLimiter,
     ExecutableJob,
     ExecutableOutcome,
     FunctionJob,
     FunctionOutcome,
     InputFile,
     Resources,
-    RuntimeManager,
 )
 from .children import spawn
-from .workers import QUEUE_DEPTH, WorkerDied, WorkerPool
+from .worker_pool import QUEUE_DEPTH, WorkerDied, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,29 @@ class LocalConfiguration:
         return shlex.split(self.mpi_launcher.format(ranks=ranks))
 
 
-class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
+class _LocalLimiter(CoreLimiter):
+    """The core budget, plus room for single-core calls queued in warm workers behind running ones.
+
+    A queued call is not running, so it uses no core; handing it over early keeps
+    workers busy between calls. How many fit follows the pool's queue depth, which
+    adapts to how long calls take.
+    """
+
+    __slots__ = ("backend",)
+
+    def __init__(self, backend: "LocalBackend", cores: int, gpus: int):
+        super().__init__(cores, gpus)
+        self.backend = backend
+
+    def extra_cores(self, kind: str, resources: Resources) -> int:
+        if kind != "function" or resources.cores != 1 or resources.gpus:
+            return 0
+        pool = self.backend.runtime
+        depth = pool.queue_depth if pool is not None else QUEUE_DEPTH
+        return self.cores * (depth - 1)
+
+
+class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
     """Backend running everything as child processes of this process."""
 
     name = "local"
@@ -82,19 +105,11 @@ class LocalExecutor(RuntimeManager[LocalConfiguration, WorkerPool]):
 
     def __init__(self, *, configuration: typing.Optional[LocalConfiguration] = None, work_dir=None):
         super().__init__(configuration=configuration or LocalConfiguration())
+        config = self.configuration()
+        self.limiter = _LocalLimiter(self, config.cores, config.gpus)
         self._work_dir = None if work_dir is None else os.fspath(work_dir)
         self._processes: set = set()
         self._null_fd: typing.Optional[int] = None
-
-    @property
-    def prefetch(self) -> int:
-        """Calls queued in workers behind running ones (adapts to how long calls take)."""
-        depth = self.runtime.queue_depth if self.runtime is not None else QUEUE_DEPTH
-        return self.configuration().cores * (depth - 1)
-
-    def capacity(self) -> Resources:
-        config = self.configuration()
-        return Resources(ranks=1, cores_per_rank=config.cores, gpus_per_rank=config.gpus)
 
     async def runtime_startup(self) -> WorkerPool:
         return WorkerPool(self.configuration().cores, cwd=self._work_dir)
@@ -240,8 +255,13 @@ def _not_found(program: str, env) -> str:
     return f"program {program!r} was not found on PATH ({path})"
 
 
-def executor_factory(manager, params: typing.Optional[LocalConfiguration] = None) -> LocalExecutor:
-    """Create the local backend for *manager* (the workflow manager)."""
+def backend_factory(manager, params: typing.Optional[LocalConfiguration] = None) -> LocalBackend:
+    """Create the local backend for *manager* (a workflow manager; only its ``directory`` is used)."""
     if params is not None and not isinstance(params, LocalConfiguration):
         raise TypeError(f"scalems.local needs a LocalConfiguration, got {type(params).__name__}")
-    return LocalExecutor(configuration=params, work_dir=getattr(manager, "directory", None))
+    return LocalBackend(configuration=params, work_dir=getattr(manager, "directory", None))
+
+
+# The names of the original SCALE-MS design.
+LocalExecutor = LocalBackend
+executor_factory = backend_factory

@@ -2,7 +2,7 @@
 
 Starting an interpreter per call costs tens of milliseconds; a worker that
 stays up makes a small call cost well under a millisecond. Each worker runs
-:mod:`scalems.local.worker` and executes serialized calls (:mod:`scalems.call`
+:mod:`scalems.local.worker_main` and executes serialized calls (:mod:`scalems.call`
 records) one after the other, exchanged over a pair of pipes as
 length-prefixed UTF-8 text.
 
@@ -152,7 +152,7 @@ class WorkerPool:
         env["SCALEMS_WORKER_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "scalems.local.worker", str(child_read), str(child_write)],
+                [sys.executable, "-m", "scalems.local.worker_main", str(child_read), str(child_write)],
                 pass_fds=(child_read, child_write),
                 cwd=self._cwd,
                 env=env,

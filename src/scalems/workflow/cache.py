@@ -1,0 +1,113 @@
+"""The result cache: finished results of earlier runs, and recording the results of this one.
+
+Modelled on Parsl's ``Memoizer``: a task's uid is the key; a lookup before
+the task is scheduled either finishes it from the record or lets it run, and
+the result of a run is recorded under the same key. The record is the work
+directory's store (:mod:`scalems.store`): the only place in the workflow layer
+that touches it, so backends never see it.
+
+Writes are buffered by the store's record and committed by its own flusher
+within a fraction of a second, so a crash loses at most that tail.
+"""
+
+from __future__ import annotations
+
+__all__ = ("ResultCache",)
+
+import asyncio
+import json
+import logging
+import os
+import typing
+
+from scalems.store import FileStore
+from .task import ExecutableResult, Task, executable_result
+
+logger = logging.getLogger(__name__)
+
+#: Outputs larger than this in total are hashed in a thread, not on the dispatcher's loop.
+_HASH_INLINE_BYTES = 1 << 20
+
+
+class ResultCache:
+    """Lookup, restore and record of task results in one work directory's store."""
+
+    def __init__(self, store: FileStore, *, use_cache: bool = True):
+        self.store = store
+        self.use_cache = use_cache
+        #: Content digest of an input file (memoized by stat): the identity stage's digest source.
+        self.digest_file = store.file_digest
+
+    def lookup(self, uid: str) -> typing.Optional[tuple]:
+        """``(kind, result, files)`` recorded for *uid*, or None (always None with ``use_cache=False``)."""
+        if not self.use_cache:
+            return None
+        return self.store.get_complete(uid)
+
+    def forget(self, uid: str) -> None:
+        """Drop what is recorded for *uid*: a complete record is final unless dropped first."""
+        self.store.forget_task(uid)
+
+    def restore_executable(self, task: Task, found: tuple) -> typing.Optional[ExecutableResult]:
+        """The recorded result of an executable, with its output files put back if they were removed.
+
+        None (and the record dropped) if the result cannot be used: the task then runs again.
+        """
+        _, recorded, files = found
+        store = self.store
+        try:
+            info = json.loads(recorded)
+            for name, file_record in files.items():
+                path = task.directory / name
+                try:
+                    intact = path.stat().st_size == file_record.size
+                except OSError:
+                    intact = False
+                if not intact:
+                    if not store.has_file(file_record.digest):
+                        logger.info("Cached output %s of %s is gone; running it again.", name, task.label)
+                        store.forget_task(task.uid)
+                        return None
+                    store.restore_file(file_record.digest, path)
+            return executable_result(task, info["exitcode"])
+        except Exception as error:  # a damaged record never stops a run: compute again.
+            logger.warning("Ignoring unusable cached result of %s: %s", task.label, error)
+            store.forget_task(task.uid)
+            return None
+
+    async def record_executable(self, task: Task, exitcode: int, directory: str, names: typing.Iterable[str]) -> None:
+        """Store the files an executable left (those of *names* that exist) and record its success."""
+        files = await self._store_outputs(directory, names)
+        self.store.record_task(
+            task.uid, label=task.label, kind="executable", state="complete", result=b'{"exitcode":%d}' % exitcode, files=files
+        )
+
+    def record_function(self, task: Task, text: str) -> None:
+        """Record a function task's result record (:mod:`scalems.call` text)."""
+        self.store.record_task(task.uid, label=task.label, kind="function", state="complete", result=text.encode())
+
+    def record_failure(self, task: Task, error: BaseException) -> None:
+        """Record why a task failed (never raises: a record problem must not hide the failure)."""
+        try:
+            self.store.record_task(task.uid, label=task.label, kind=task.kind, state="failed", error=str(error))
+        except Exception:
+            logger.exception("Could not record the failure of %s", task.label)
+
+    def flush(self) -> None:
+        self.store.flush()
+
+    async def _store_outputs(self, directory: str, names) -> dict:
+        found, total = [], 0
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            total += st.st_size
+            found.append((name, path, st))
+        add = self.store.add_file
+        if total < _HASH_INLINE_BYTES:
+            return {name: add(path, st=st) for name, path, st in found}
+        # Hashing large outputs would stall the dispatcher: do it in a thread.
+        return await asyncio.to_thread(lambda: {name: add(path, st=st) for name, path, st in found})
