@@ -89,18 +89,67 @@ def no_leaked_processes():
     assert not leaked, f"test left child processes running: {sorted(leaked)}"
 
 
-# ---- backends for the contract suite -------------------------------------------------------------
-BACKENDS = ["local"]
+# ---- the contract suite: every backend --------------------------------------------------------
+# Tests that take ``make_workflow`` (tests/test_workflow.py, tests/test_contract_*.py) run once per
+# backend. The RADICAL-Pilot backends forward to shared sessions (rp_shared.py) and carry the
+# ``radical`` marker, so ``-m "not radical"`` runs the suite on the local and in-memory backends.
+# A test marked ``needs_processes`` is not generated for the in-memory backend, which runs none.
+from rp_shared import rp_backend, rp_raptor_backend  # noqa: E402,F401  (fixtures)
+
+TOOL = pathlib.Path(__file__).with_name("contract_tool.py")
+
+CONTRACT_BACKENDS = (
+    pytest.param("local", id="local"),
+    pytest.param("memory", id="memory"),
+    pytest.param("radical", id="radical", marks=pytest.mark.radical),
+    pytest.param("raptor", id="raptor", marks=pytest.mark.radical),
+)
 
 
-@pytest.fixture(params=BACKENDS)
-def make_workflow(request):
+def pytest_generate_tests(metafunc):
+    if "backend_name" in metafunc.fixturenames:
+        backends = CONTRACT_BACKENDS
+        if metafunc.definition.get_closest_marker("needs_processes"):
+            backends = [b for b in backends if b.values[0] != "memory"]
+        metafunc.parametrize("backend_name", backends)
+
+
+@pytest.fixture
+def make_workflow(backend_name, request):
     """``make_workflow(directory, use_cache=True)`` -> an unstarted WorkflowManager on the backend under test."""
-    if request.param == "local":
+    from scalems.workflow import WorkflowManager
+
+    if backend_name == "local":
         import scalems.local
 
         def factory(directory, use_cache=True):
             return scalems.local.workflow(directory=directory, cores=2, use_cache=use_cache, progress=False)
 
-        return factory
-    raise ValueError(request.param)
+    elif backend_name == "memory":
+        import scalems.memory
+        from contract_tool import stand_in
+
+        def factory(directory, use_cache=True):
+            return scalems.memory.workflow(
+                directory=directory, cores=2, programs={"contract-tool": stand_in}, use_cache=use_cache
+            )
+
+    else:
+        from rp_shared import Forwarding
+
+        shared = request.getfixturevalue("rp_raptor_backend" if backend_name == "raptor" else "rp_backend")
+
+        def factory(directory, use_cache=True):
+            return WorkflowManager(
+                lambda manager, params: Forwarding(shared), None, directory=directory, use_cache=use_cache, progress=False
+            )
+
+    return factory
+
+
+@pytest.fixture
+def tool(backend_name) -> list:
+    """argv prefix of the contract suite's program (contract_tool.py) on the backend under test."""
+    if backend_name == "memory":
+        return ["contract-tool"]
+    return [sys.executable, str(TOOL)]

@@ -1,7 +1,7 @@
 """The RADICAL-Pilot backend on a real local pilot, driven directly with jobs.
 
-All tests share one session and pilot (``rp_backend`` in conftest.py);
-test_backend_zz_shutdown.py ends it.
+All tests share one session and pilot (``rp_backend``, tests/rp_shared.py);
+tests that end a pilot start their own (test_backend_shutdown.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Shutting the shared RP backend down: a pilot that ends, then close without leftovers.
+"""Ending a RADICAL backend: a pilot that ends fails the jobs waiting on it, and closing leaves nothing.
 
-This module sorts after the other modules that use ``rp_backend``: it ends the
-shared pilot.
+The test starts a backend of its own (rp_shared.private_backend): it ends the
+pilot, which no test may do to a shared one.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 
 import pytest
 from rp_jobs import executable_job
+from rp_shared import private_backend
 
 rp = pytest.importorskip("radical.pilot")
 
@@ -29,8 +30,16 @@ def job(tmp_path: pathlib.Path, argv) -> ExecutableJob:
     return executable_job(directory, argv)
 
 
-def test_zy_pilot_that_ends_fails_waiting_jobs(rp_backend, tmp_path):
-    """Cancels the shared pilot (the next test closes the session)."""
+def test_pilot_that_ends_fails_waiting_jobs_and_close_leaves_nothing(tmp_path, caplog):
+    backend = private_backend(tmp_path / "rp")
+    try:
+        pilot_that_ends_fails_waiting_jobs(backend, tmp_path)
+        close_leaves_no_processes_and_nothing_outside(backend, caplog)
+    finally:
+        backend.close()
+
+
+def pilot_that_ends_fails_waiting_jobs(rp_backend, tmp_path):
     sleeper = job(tmp_path, ["sleep", "300"])
     pilot_manager = rp_backend.executor.runtime.pilot_manager()
 
@@ -48,8 +57,7 @@ def test_zy_pilot_that_ends_fails_waiting_jobs(rp_backend, tmp_path):
         rp_backend.run(job(tmp_path, ["true"]))
 
 
-def test_zz_close_leaves_no_processes_and_nothing_outside(rp_backend, caplog):
-    """Runs last in this module: closes the shared backend."""
+def close_leaves_no_processes_and_nothing_outside(rp_backend, caplog):
     sid = rp_backend.sid
     caplog.set_level(logging.INFO, logger="scalems")
     root_handlers = list(logging.getLogger().handlers)
