@@ -30,7 +30,7 @@ import time
 
 BENCH = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-# Profile Python as installed by default, with cached bytecode (see bench/run.py).
+# Profile Python as installed by default, with cached bytecode (see child_env in bench/harness/common.py).
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
