@@ -196,7 +196,8 @@ def test_labels_identity_and_ensembles(make_workflow, tmp_path):
     with make_workflow(tmp_path / "work"):
         a = scalems.executable(["echo", "a"], label="same")
         assert scalems.executable(["echo", "a"], label="same") is a
-        assert scalems.executable(["echo", "a"]) is a
+        unlabelled = scalems.executable(["echo", "a"])
+        assert unlabelled is not a and scalems.executable(["echo", "a"]) is unlabelled
         with pytest.raises(DuplicateKeyError, match="same"):
             scalems.executable(["echo", "b"], label="same")
         ensemble = scalems.executable([["echo", str(i)] for i in range(4)], label="ens")
@@ -205,6 +206,77 @@ def test_labels_identity_and_ensembles(make_workflow, tmp_path):
         assert outputs == ["0\n", "1\n", "2\n", "3\n"]
         total = scalems.submit(sum, [scalems.submit(add_one, i) for i in range(4)])
         assert total.result(timeout=120) == 10
+
+
+def test_replicas_run_once_each_and_identical_calls_once(make_workflow, tool, tmp_path):
+    """Stochastic replicas: ensemble members and differently labelled tasks with one command line
+    are distinct tasks; an unlabelled identical call is the same task (its result is reused)."""
+    counter = tmp_path / "launches"
+    calls = tmp_path / "calls"
+
+    def sample(path):
+        with open(path, "a") as fh:
+            fh.write("call\n")
+        return 1
+
+    def body():
+        replicas = scalems.executable([counting(tool, counter, "echo", "same")] * 4, label="replica")
+        labelled = [scalems.executable(counting(tool, counter, "echo", "same"), label=f"run-{i}") for i in range(2)]
+        twice = [scalems.executable(counting(tool, counter, "echo", "once")) for _ in range(2)]
+        functions = [scalems.function_task(sample, args=(str(calls),), label=f"s-{i}") for i in range(3)]
+        repeated = [scalems.submit(sample, str(calls)) for _ in range(2)]
+        assert twice[0] is twice[1] and repeated[0] is repeated[1]
+        assert len({t.uid for t in (*replicas, *labelled)}) == 6
+        scalems.wait([*replicas, *labelled, *twice, *functions, *repeated], timeout=120)
+        return [t.result() for t in (*functions, *repeated)]
+
+    with make_workflow(tmp_path / "work"):
+        assert body() == [1] * 5
+    assert count_lines(counter) == 4 + 2 + 1
+    assert count_lines(calls) == 3 + 1
+    with make_workflow(tmp_path / "work") as again:
+        body()
+    assert (count_lines(counter), count_lines(calls)) == (7, 4), "a re-run ran replicas again"
+    assert again.counts["cached"] == again.counts["added"] == 4 + 2 + 1 + 3 + 1
+
+
+def test_named_inputs_and_self_written_outputs(make_workflow, tool, tmp_path):
+    """Programs that read files by fixed names and write files nobody named on their command line."""
+    deck = tmp_path / "in.deck"
+    deck.write_text("deck v1\n")
+    counter = tmp_path / "launches"
+
+    def body():
+        # Writes log.out by itself (not on its argv), the way LAMMPS writes log.lammps.
+        first = scalems.executable(
+            counting(tool, counter, "copy", "params.in", "log.out"),
+            inputs=[("params.in", deck)],
+            outputs=["log.out"],
+            label="first",
+        )
+        # Reads the earlier task's file under a name of its choosing, plus a file by its base name.
+        second = scalems.executable(
+            [*tool, "cat", "restart.in", "in.deck"],
+            inputs=[("restart.in", first.file["log.out"]), str(deck)],
+            label="second",
+        )
+        return first, second
+
+    with make_workflow(tmp_path / "work"):
+        first, second = body()
+        assert pathlib.Path(first.result(timeout=120).file["log.out"]).read_text() == "deck v1\n"
+        assert pathlib.Path(second.result(timeout=120).stdout).read_text() == "deck v1\ndeck v1\n"
+        # Nothing was added to the command line for the placed input or the self-written output.
+        assert list(first.spec.argv) == counting(tool, counter, "copy", "params.in", "log.out")
+    with make_workflow(tmp_path / "work"):
+        first, _ = body()
+        assert first.from_cache
+    deck.write_text("deck v2\n")  # a placed input's content is part of the identity
+    with make_workflow(tmp_path / "work"):
+        first, second = body()
+        assert not first.from_cache
+        assert pathlib.Path(second.result(timeout=120).stdout).read_text() == "deck v2\ndeck v2\n"
+    assert count_lines(counter) == 2
 
 
 def test_closure_rebound_after_creation_is_a_different_task(make_workflow, tmp_path):

@@ -24,8 +24,8 @@ def _is_ensemble_argv(argv) -> bool:
 def executable(
     argv,
     *,
-    inputs: typing.Optional[typing.Mapping[str, typing.Any]] = None,
-    outputs: typing.Optional[typing.Mapping[str, typing.Any]] = None,
+    inputs: typing.Union[None, typing.Mapping[str, typing.Any], typing.Sequence[typing.Any]] = None,
+    outputs: typing.Union[None, typing.Mapping[str, typing.Any], typing.Sequence[str]] = None,
     stdin: typing.Union[None, str, typing.Sequence[str]] = None,
     env: typing.Optional[typing.Mapping[str, str]] = None,
     stdout: str = "stdout",
@@ -41,13 +41,24 @@ def executable(
             identity), ``scalems.output_file(name)`` for files the task writes,
             and ``other_task.file[name]`` for files of earlier tasks. A sequence
             of such argvs creates an :class:`~scalems.workflow.Ensemble`.
-        inputs: ``{flag: file}`` pairs appended as ``flag path``.
-        outputs: ``{flag: name}`` pairs appended as ``flag name``; *name* is declared as an output.
+        inputs: files the program reads. A mapping ``{flag: file}`` appends ``flag path`` to
+            the command line. A list of files (a path, or ``other_task.file[name]``) or
+            ``(name, file)`` pairs puts each file into the task directory under *name* (default:
+            its base name) before the program starts, for programs that read files by fixed names
+            (a LAMMPS ``read_data``, a GROMACS checkpoint). Either way the file's content is
+            part of the task's identity; a relative path is taken from the current directory.
+        outputs: files the program writes. A mapping ``{flag: name}`` appends ``flag name``;
+            a list of names declares files the program writes by itself (``md.edr`` of
+            ``gmx mdrun -deffnm md``, ``log.lammps``). Declared outputs must exist when the
+            program ends, and are available as ``task.file[name]``.
         stdin: text (or lines) fed to standard input.
         env: variables added to the inherited environment.
         stdout, stderr: names of the files capturing the streams in the task directory.
         resources: ``{"ranks": n, "cores_per_rank": c, "gpus_per_rank": g}``; ranks > 1 launches with MPI.
         label: unique readable name; also names the task directory. Ensemble members get ``label-i``.
+            Labels and an ensemble member's index are part of the task's identity: members with
+            identical argvs are replicas that run separately; an unlabelled identical call outside
+            an ensemble is the same task, added once.
 
     Returns:
         A :class:`~scalems.workflow.Task` (or an ensemble of them). ``result()`` gives an
@@ -60,7 +71,7 @@ def executable(
     )
     if _is_ensemble_argv(argv):
         members = [
-            manager.add_executable(member, label=None if label is None else f"{label}-{i}", **options)
+            manager.add_executable(member, label=None if label is None else f"{label}-{i}", member=i, **options)
             for i, member in enumerate(argv)
         ]
         return Ensemble(members, label=label)
@@ -89,7 +100,8 @@ def function_task(
     """Call ``func(*args, **kwargs)`` as a task, with options (like :class:`threading.Thread`).
 
     Args:
-        label: unique readable name of the task.
+        label: unique readable name of the task. It is part of the identity: two calls with the
+            same arguments and different labels are distinct tasks (replicas).
         resources: as for :func:`executable`. With ``ranks > 1`` the call runs under MPI on
             every rank, receives an ``mpi4py`` communicator, and the result is the list of
             per-rank return values.

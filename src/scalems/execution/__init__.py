@@ -14,6 +14,7 @@ from .jobs import (
     Job,
     Outcome,
     Resources,
+    place_inputs,
 )
 from .limits import CoreLimiter, Limiter, Unlimited
 
@@ -31,4 +32,5 @@ __all__ = (
     "FunctionOutcome",
     "Job",
     "Outcome",
+    "place_inputs",
 )

@@ -20,8 +20,10 @@ __all__ = (
     "FunctionOutcome",
     "Job",
     "Outcome",
+    "place_inputs",
 )
 
+import os
 import pathlib
 import typing
 
@@ -113,6 +115,9 @@ class ExecutableJob(typing.NamedTuple):
         stdout, stderr: file names (relative to *directory*) capturing the streams.
         outputs: file names (relative to *directory*) the task is expected to write.
         resources: what the task reserves.
+        inputs: :class:`InputFile` records of files the backend must put into the task's
+            working directory under their *name* before the program starts (not on the
+            command line). Local backends copy them (see :func:`place_inputs`); remote ones stage them.
     """
 
     uid: str
@@ -125,10 +130,12 @@ class ExecutableJob(typing.NamedTuple):
     stderr: str
     outputs: list
     resources: Resources = DEFAULT_RESOURCES
+    inputs: tuple = ()
 
     @property
     def input_files(self) -> list:
-        return [a for a in self.argv if isinstance(a, InputFile)]
+        """Every input file of the job: those on the command line, then the placed ones."""
+        return [a for a in self.argv if isinstance(a, InputFile)] + list(self.inputs)
 
 
 class FunctionJob(typing.NamedTuple):
@@ -177,3 +184,21 @@ class FunctionOutcome(typing.NamedTuple):
 
 Job = typing.Union[ExecutableJob, FunctionJob]
 Outcome = typing.Union[ExecutableOutcome, FunctionOutcome]
+
+
+def place_inputs(job: ExecutableJob) -> typing.Optional[str]:
+    """Copy the job's placed input files into its directory; an error message if one cannot be.
+
+    A copy, not a link: the sources may be outputs kept in the store, and a program
+    that writes to a file it read (a checkpoint it continues) must not change them.
+    """
+    import shutil
+
+    for item in job.inputs:
+        target = pathlib.Path(job.directory, item.name)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item.source, target)
+        except OSError as error:
+            return f"could not place input file {os.fspath(item.source)!r} as {item.name!r}: {error}"
+    return None

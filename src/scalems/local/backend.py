@@ -22,6 +22,7 @@ from scalems.execution import (
     FunctionOutcome,
     InputFile,
     Resources,
+    place_inputs,
 )
 from .children import spawn
 from .worker_pool import QUEUE_DEPTH, WorkerDied, WorkerPool
@@ -127,6 +128,10 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
 
     # ---- executables ---------------------------------------------------------------------------------
     async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
+        if job.inputs:
+            error = place_inputs(job)
+            if error is not None:
+                return ExecutableOutcome(None, error=error)
         argv = [os.fspath(a.source) if isinstance(a, InputFile) else a for a in job.argv]
         if job.resources.ranks > 1:
             launcher = self.configuration().launcher(job.resources.ranks)

@@ -32,6 +32,7 @@ from scalems.execution import (
     FunctionJob,
     FunctionOutcome,
     InputFile,
+    place_inputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,9 @@ class MemoryBackend(Backend[MemoryConfiguration, concurrent.futures.ThreadPoolEx
         return await self._in_thread(self._run_program, program, argv, job)
 
     def _run_program(self, program, argv: list, job: ExecutableJob) -> ExecutableOutcome:
+        error = place_inputs(job)
+        if error is not None:
+            return ExecutableOutcome(None, error=error)
         directory = pathlib.Path(job.directory)
         stdin = pathlib.Path(job.stdin).read_text() if job.stdin is not None else None
         env = {**os.environ, **job.env}

@@ -68,6 +68,7 @@ class Launcher:
             stderr=spec.stderr,
             outputs=list(outputs),
             resources=spec.resources,
+            inputs=tuple(InputFile(source=_source(file), name=name) for name, file in spec.placed),
         )
         outcome = await self.backend.run(job)
         if not isinstance(outcome, ExecutableOutcome):
@@ -111,6 +112,10 @@ class Launcher:
         return value
 
 
+def _source(file) -> pathlib.Path:
+    return pathlib.Path(file.path()) if isinstance(file, FileReference) else file
+
+
 def job_argv(argv) -> list:
     """A spec's argv for a job: output files by name, input files as :class:`InputFile` with unique names."""
     result = []
@@ -121,7 +126,7 @@ def job_argv(argv) -> list:
         elif isinstance(item, OutputFile):
             result.append(item.name)
         else:
-            source = pathlib.Path(item.path()) if isinstance(item, FileReference) else item
+            source = _source(item)
             name = source.name
             if name in staged_names:
                 name = f"{len(staged_names)}-{name}"

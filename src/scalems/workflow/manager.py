@@ -278,11 +278,21 @@ class WorkflowManager:
         stderr: str = "stderr",
         resources=None,
         label: typing.Optional[str] = None,
+        member: typing.Optional[int] = None,
     ) -> Task:
-        """Add one command-line task. See :func:`scalems.executable`."""
+        """Add one command-line task. See :func:`scalems.executable`; *member* is its index in an ensemble."""
         self._check_open()
         spec = executable_spec(
-            argv, inputs=inputs, outputs=outputs, stdin=stdin, env=env, stdout=stdout, stderr=stderr, resources=resources
+            argv,
+            inputs=inputs,
+            outputs=outputs,
+            stdin=stdin,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            resources=resources,
+            label=label,
+            member=member,
         )
         return self._add("executable", spec, label)
 
@@ -299,7 +309,8 @@ class WorkflowManager:
         """Add one function-call task. See :func:`scalems.function_task`."""
         if self._state != "running":
             self._check_open()
-        return self._add("function", function_spec(func, args, kwargs, resources=resources, comm_arg=comm_arg), label)
+        spec = function_spec(func, args, kwargs, resources=resources, comm_arg=comm_arg, label=label)
+        return self._add("function", spec, label)
 
     def _check_open(self):
         if self._state != "running":

@@ -29,6 +29,12 @@ from scalems.workflow.fingerprint import (
 class ExecutableSpec(typing.NamedTuple):
     """A command line to run. argv elements: str, OutputFile, FileReference or an absolute Path (input).
 
+    *placed* are input files put into the task directory under a name before the
+    program starts, *written* the names of outputs the program writes by itself;
+    neither appears on the command line. *label* (given explicitly) and *member*
+    (the index in an ensemble) are part of the identity, so replicas of one
+    command line are distinct tasks.
+
     Specs are defined as a named tuple and a plain class: this module is imported by every run,
     and a dataclass costs about a millisecond each to define.
     """
@@ -39,9 +45,14 @@ class ExecutableSpec(typing.NamedTuple):
     stdout: str
     stderr: str
     resources: Resources
+    placed: tuple = ()
+    written: tuple = ()
+    label: typing.Optional[str] = None
+    member: typing.Optional[int] = None
 
     def outputs(self) -> tuple:
-        return tuple(dict.fromkeys(a.name for a in self.argv if isinstance(a, OutputFile)))
+        named = (a.name for a in self.argv if isinstance(a, OutputFile))
+        return tuple(dict.fromkeys((*named, *self.written)))
 
     def output_names(self) -> tuple:
         return (self.stdout, self.stderr, *self.outputs())
@@ -60,7 +71,7 @@ class ExecutableSpec(typing.NamedTuple):
         return None
 
     def material(self, encoder) -> dict:
-        return {
+        material = {
             "version": FINGERPRINT_VERSION,
             "kind": "executable",
             "argv": [encoder.encode(a) for a in self.argv],
@@ -70,12 +81,22 @@ class ExecutableSpec(typing.NamedTuple):
             "stderr": self.stderr,
             "resources": self.resources.as_dict(),
         }
+        # Only when present, so the uids of tasks without them stay what earlier versions recorded.
+        if self.placed:
+            material["placed"] = [[name, encoder.encode(source)] for name, source in self.placed]
+        if self.written:
+            material["written"] = list(self.written)
+        if self.label is not None:
+            material["label"] = self.label
+        if self.member is not None:
+            material["member"] = self.member
+        return material
 
 
 class FunctionSpec:
     """A Python call to make. *call* holds the encoded call (:mod:`scalems.call`) until it is sent."""
 
-    __slots__ = ("func", "args", "kwargs", "resources", "comm_arg", "call")
+    __slots__ = ("func", "args", "kwargs", "resources", "comm_arg", "call", "label")
 
     def __init__(
         self,
@@ -85,6 +106,7 @@ class FunctionSpec:
         resources: Resources,
         comm_arg: typing.Optional[str],
         call: typing.Optional[str] = None,
+        label: typing.Optional[str] = None,
     ):
         self.func = func
         self.args = args
@@ -92,6 +114,7 @@ class FunctionSpec:
         self.resources = resources
         self.comm_arg = comm_arg
         self.call = call
+        self.label = label  # an explicit label is part of the identity: differently labelled calls are replicas
 
     def __repr__(self):
         return f"FunctionSpec({getattr(self.func, '__qualname__', self.func)!r}, args={self.args!r}, kwargs={self.kwargs!r})"
@@ -112,7 +135,7 @@ class FunctionSpec:
         )
 
     def material(self, encoder) -> dict:
-        return {
+        material = {
             "kind": "function",
             "func": callable_identity(self.func),
             "resources": self.resources.as_dict(),
@@ -121,6 +144,9 @@ class FunctionSpec:
             "args": encoder.encode_items(self.args),
             "kwargs": encoder.encode(self.kwargs) if self.kwargs else None,
         }
+        if self.label is not None:
+            material["label"] = self.label
+        return material
 
     def uid(self, encoder) -> str:
         """The task's fingerprint: :func:`fingerprint` of :meth:`material`, computed faster.
@@ -129,6 +155,8 @@ class FunctionSpec:
         the parts that do not vary (function, resources, comm_arg) is kept per function.
         """
         func = self.func
+        if self.label is not None:
+            return fingerprint(self.material(encoder))
         # Most tasks have the default resources and no comm_arg: the function alone is the key.
         key = func if self.resources is DEFAULT_RESOURCES and self.comm_arg is None else (func, self.resources, self.comm_arg)
         try:
@@ -149,7 +177,7 @@ class FunctionSpec:
     def plain_uid(self) -> typing.Optional[str]:
         """:meth:`uid` without an :class:`Encoder`, for the common call of a known function with
         plain positional arguments only (str, int, bool, None); None for any other call."""
-        if self.kwargs or self.resources is not DEFAULT_RESOURCES or self.comm_arg is not None:
+        if self.kwargs or self.resources is not DEFAULT_RESOURCES or self.comm_arg is not None or self.label is not None:
             return None
         try:
             head = _HEADS.get(self.func)
@@ -173,9 +201,19 @@ def _call_digest(head: str, args: str, kwargs: str) -> str:
 
 
 def executable_spec(
-    argv, *, inputs=None, outputs=None, stdin=None, env=None, stdout="stdout", stderr="stderr", resources=None
+    argv,
+    *,
+    inputs=None,
+    outputs=None,
+    stdin=None,
+    env=None,
+    stdout="stdout",
+    stderr="stderr",
+    resources=None,
+    label=None,
+    member=None,
 ) -> ExecutableSpec:
-    """The spec of ``scalems.executable(...)``: stdin as text, env as strings, streams checked."""
+    """The spec of ``scalems.executable(...)``: stdin as text, env as strings, streams and file names checked."""
     if isinstance(stdin, (list, tuple)):
         stdin = "".join(line if line.endswith("\n") else line + "\n" for line in stdin)
     elif stdin is not None and not isinstance(stdin, str):
@@ -185,21 +223,84 @@ def executable_spec(
         OutputFile(name)  # validates: relative, inside the task directory
     if stdout == stderr:
         raise ValueError(f"stdout and stderr must be different files (both are {stdout!r})")
+    flagged_inputs, placed = _split_inputs(inputs)
+    flagged_outputs, written = _split_outputs(outputs)
     spec = ExecutableSpec(
-        argv=normalize_argv(argv, inputs=inputs, outputs=outputs),
+        argv=normalize_argv(argv, inputs=flagged_inputs, outputs=flagged_outputs),
         env=env,
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         resources=Resources.coerce(resources),
+        placed=placed,
+        written=written,
+        label=label,
+        member=member,
     )
     clash = set(spec.outputs()) & {stdout, stderr}
     if clash:
         raise ValueError(f"output file name(s) {sorted(clash)} clash with the stdout/stderr file names")
+    clash = {name for name, _ in placed} & {stdout, stderr, *spec.outputs()}
+    if clash:
+        raise ValueError(f"input file name(s) {sorted(clash)} clash with output or stdout/stderr file names")
     return spec
 
 
-def function_spec(func, args=(), kwargs=None, *, resources=None, comm_arg=None) -> FunctionSpec:
+def _input_path(value, what: str):
+    """An input file as the identity sees it: a FileReference, or an absolute path that exists now."""
+    if isinstance(value, FileReference):
+        return value
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, OutputFile):
+        path = pathlib.Path(value).absolute()
+        if not path.exists():
+            raise FileNotFoundError(f"{what}: input file {os.fspath(value)!r} does not exist (resolved to {path})")
+        return path
+    raise TypeError(f"{what}: expected a file path or task.file[...], got {type(value).__name__} ({value!r})")
+
+
+def _split_inputs(inputs) -> tuple:
+    """``({flag: file}, ((name, file), ...))`` from *inputs*: a mapping of flags, or a sequence of
+    files and ``(name, file)`` pairs to put into the task directory."""
+    if inputs is None:
+        return None, ()
+    if isinstance(inputs, typing.Mapping):
+        return {flag: _input_path(value, f"inputs[{flag!r}]") for flag, value in inputs.items()}, ()
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        raise TypeError(f"inputs must be a mapping {{flag: file}} or a list of files, not a single path ({inputs!r})")
+    placed = {}
+    for position, item in enumerate(inputs):
+        what = f"inputs[{position}]"
+        if isinstance(item, tuple):
+            if len(item) != 2 or not isinstance(item[0], str):
+                raise TypeError(f"{what}: expected a file or a (name, file) pair, got {item!r}")
+            name, source = item[0], _input_path(item[1], what)
+        else:
+            source = _input_path(item, what)
+            name = source.name
+        name = OutputFile(name).name  # the same rules as output names: relative, inside the directory
+        if name in placed:
+            raise ValueError(f"{what}: two input files are named {name!r} in the task directory")
+        placed[name] = source
+    return None, tuple(placed.items())
+
+
+def _split_outputs(outputs) -> tuple:
+    """``({flag: name}, (name, ...))`` from *outputs*: a mapping of flags, or a sequence of names the
+    program writes by itself (not put on its command line)."""
+    if outputs is None:
+        return None, ()
+    if isinstance(outputs, typing.Mapping):
+        return outputs, ()
+    if isinstance(outputs, (str, bytes, os.PathLike)):
+        raise TypeError(f"outputs must be a mapping {{flag: name}} or a list of names, not a single name ({outputs!r})")
+    names = []
+    for item in outputs:
+        name = item.name if isinstance(item, OutputFile) else OutputFile(os.fspath(item)).name
+        names.append(name)
+    return None, tuple(dict.fromkeys(names))
+
+
+def function_spec(func, args=(), kwargs=None, *, resources=None, comm_arg=None, label=None) -> FunctionSpec:
     """The spec of a function task; a multi-rank call gets its communicator as ``comm`` by default."""
     # This is the path of every task of a large ensemble (and of its re-runs): kept lean.
     if not callable(func):
@@ -216,6 +317,7 @@ def function_spec(func, args=(), kwargs=None, *, resources=None, comm_arg=None) 
         dict(kwargs) if kwargs else {},
         resources,
         comm_arg,
+        label=label,
     )
 
 
