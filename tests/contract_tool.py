@@ -6,13 +6,15 @@ in-memory backend calls :func:`run` in-process as the stand-in program
 the arguments scalems appends (``inputs=`` / ``outputs=`` flags) go to the last:
 
 - ``echo WORD...``: the words on stdout
-- ``cat [FILE...]``: the files (stdin when none) on stdout
+- ``cat [FILE...]`` or ``cat -i FILE``: the files (stdin when none) on stdout
 - ``write TEXT FILE``: *TEXT* and a newline into *FILE*
 - ``append TEXT FILE``: a line onto *FILE* (a launch counter)
 - ``copy SRC DST`` or ``copy -i SRC -o DST``: copy a file
 - ``env NAME``: the variable's value on stdout
 - ``fail CODE MESSAGE``: *MESSAGE* on stderr, exit status *CODE*
 - ``wait-for FILE``: wait (at most 120 s) until *FILE* exists
+- ``sleep SECONDS``: sleep
+- ``fail-until N FILE``: append a line to *FILE*; fail (status 1) while it has fewer than *N* lines
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ import os
 import pathlib
 import shutil
 import sys
+import threading
 import time
 import typing
 
 
-def run(argv, *, stdin: typing.Callable[[], str], stdout, stderr, env, cwd) -> int:
-    """Run the steps of *argv* (without the program name); returns the exit status."""
+def run(argv, *, stdin: typing.Callable[[], str], stdout, stderr, env, cwd, cancelled=None) -> int:
+    """Run the steps of *argv* (without the program name); returns the exit status.
+
+    *cancelled* (an Event) ends waits early: the in-memory backend sets it instead of killing.
+    """
+    cancelled = cancelled or threading.Event()
     cwd = pathlib.Path(cwd)
     steps, current = [], []
     for arg in argv:
@@ -40,6 +47,7 @@ def run(argv, *, stdin: typing.Callable[[], str], stdout, stderr, env, cwd) -> i
         if name == "echo":
             stdout.write(" ".join(args) + "\n")
         elif name == "cat":
+            args = [a for a in args if a != "-i"]
             if args:
                 for path in args:
                     stdout.write((cwd / path).read_text())
@@ -59,10 +67,18 @@ def run(argv, *, stdin: typing.Callable[[], str], stdout, stderr, env, cwd) -> i
         elif name == "wait-for":
             deadline = time.monotonic() + 120
             while not (cwd / args[0]).exists():
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or cancelled.wait(0.02):
                     stderr.write(f"gave up waiting for {args[0]}\n")
                     return 2
-                time.sleep(0.02)
+        elif name == "sleep":
+            if cancelled.wait(float(args[0])):
+                return 130
+        elif name == "fail-until":
+            with open(cwd / args[1], "a") as fh:
+                fh.write("attempt\n")
+            if len((cwd / args[1]).read_text().splitlines()) < int(args[0]):
+                stderr.write("not yet\n")
+                return 1
         else:
             stderr.write(f"contract_tool: unknown step {name!r}\n")
             return 64
@@ -78,6 +94,7 @@ def stand_in(program_run) -> int:
         stderr=program_run.stderr,
         env=program_run.env,
         cwd=program_run.directory,
+        cancelled=program_run.cancelled,
     )
 
 

@@ -32,6 +32,10 @@ def executable(
     stderr: str = "stderr",
     resources: typing.Optional[typing.Mapping[str, int]] = None,
     label: typing.Optional[str] = None,
+    timeout: typing.Optional[float] = None,
+    retries: int = 0,
+    resumable: bool = False,
+    cache: bool = True,
 ) -> typing.Union[Task, Ensemble]:
     """Run a command-line program as a task; a list of argvs makes an ensemble.
 
@@ -59,6 +63,16 @@ def executable(
             Labels and an ensemble member's index are part of the task's identity: members with
             identical argvs are replicas that run separately; an unlabelled identical call outside
             an ensemble is the same task, added once.
+        timeout: seconds each attempt may run; then its processes (MPI ranks included) get
+            SIGTERM, a grace period, SIGKILL, and the attempt fails with
+            :class:`~scalems.exceptions.TaskTimeoutError`.
+        retries: how many more times a failed attempt is run (non-zero exit, time limit, a lost
+            worker or pilot). Each attempt's stdout and stderr are kept under
+            ``.scalems-attempts/`` in the task directory.
+        resumable: the program continues from its own checkpoints: an attempt that did not finish
+            (a failure under *retries*, a time limit, a killed run) leaves the task directory as it
+            was, and the next attempt (a retry, or the next run of the script) starts in it.
+        cache: False runs the task every time and never takes its result from the record.
 
     Returns:
         A :class:`~scalems.workflow.Task` (or an ensemble of them). ``result()`` gives an
@@ -67,7 +81,17 @@ def executable(
     """
     manager = get_scope()
     options = dict(
-        inputs=inputs, outputs=outputs, stdin=stdin, env=env, stdout=stdout, stderr=stderr, resources=resources
+        inputs=inputs,
+        outputs=outputs,
+        stdin=stdin,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        resources=resources,
+        timeout=timeout,
+        retries=retries,
+        resumable=resumable,
+        cache=cache,
     )
     if _is_ensemble_argv(argv):
         members = [
@@ -96,6 +120,9 @@ def function_task(
     label: typing.Optional[str] = None,
     resources: typing.Optional[typing.Mapping[str, int]] = None,
     comm_arg: typing.Optional[str] = None,
+    timeout: typing.Optional[float] = None,
+    retries: int = 0,
+    cache: bool = True,
 ) -> Task:
     """Call ``func(*args, **kwargs)`` as a task, with options (like :class:`threading.Thread`).
 
@@ -107,5 +134,17 @@ def function_task(
             per-rank return values.
         comm_arg: how the communicator is passed: a keyword name (default ``"comm"`` when
             ``ranks > 1``), or ``""`` for the first positional argument.
+        timeout, retries, cache: as for :func:`executable`; a time limit also ends the processes
+            the function started.
     """
-    return get_scope().add_function(func, args, kwargs, label=label, resources=resources, comm_arg=comm_arg)
+    return get_scope().add_function(
+        func,
+        args,
+        kwargs,
+        label=label,
+        resources=resources,
+        comm_arg=comm_arg,
+        timeout=timeout,
+        retries=retries,
+        cache=cache,
+    )

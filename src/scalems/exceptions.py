@@ -21,6 +21,7 @@ names the cause (the task, the file, the option)::
      ├── SoftwareCompatibilityError  incompatible package versions at the execution site
      └── TaskError                   a task did not produce its result
           ├── TaskFailedError        non-zero exit status, or the function raised
+          │    └── TaskTimeoutError  an attempt ran longer than the task's time limit
           ├── UpstreamFailedError    a task this one depends on failed
           └── TaskCancelledError     the run was interrupted before the task finished
 """
@@ -44,6 +45,7 @@ __all__ = (
     "SoftwareCompatibilityError",
     "TaskError",
     "TaskFailedError",
+    "TaskTimeoutError",
     "UpstreamFailedError",
     "TaskCancelledError",
 )
@@ -185,6 +187,7 @@ class TaskFailedError(TaskError):
         stderr: path of the captured standard error, if any.
         reason: short description (for function tasks: the exception text).
         remote_traceback: traceback text from the process that ran the function, if any.
+        attempts: how many attempts were made (more than one with ``retries``).
     """
 
     def __init__(
@@ -196,19 +199,48 @@ class TaskFailedError(TaskError):
         stderr: typing.Optional[str] = None,
         reason: str = "",
         remote_traceback: str = "",
+        attempts: int = 1,
     ):
         self.exitcode = exitcode
         self.stderr = stderr
         self.reason = reason
         self.remote_traceback = remote_traceback
+        self.attempts = attempts
+        super().__init__(self._message(task), task=task, uid=uid)
+
+    def _message(self, task: str) -> str:
         parts = [f"Task {task!r} failed"]
-        if exitcode is not None:
-            parts.append(f" with exit status {exitcode}")
-        if reason:
-            parts.append(f": {reason}")
-        if stderr:
-            parts.append(f" (stderr: {stderr})")
-        super().__init__("".join(parts), task=task, uid=uid)
+        if self.attempts > 1:
+            parts.append(f" in all {self.attempts} attempts")
+            if self.exitcode is not None:
+                parts.append(f" (last exit status {self.exitcode})")
+        elif self.exitcode is not None:
+            parts.append(f" with exit status {self.exitcode}")
+        if self.reason:
+            parts.append(f": {self.reason}")
+        if self.stderr:
+            parts.append(f" (stderr: {self.stderr})")
+        return "".join(parts)
+
+    def after_attempts(self, attempts: int) -> "TaskFailedError":
+        """This failure as the last of *attempts* attempts (the message says how many)."""
+        self.attempts = attempts
+        self.args = (self._message(self.task),)
+        return self
+
+
+class TaskTimeoutError(TaskFailedError):
+    """An attempt of the task ran longer than its time limit and was stopped.
+
+    Attributes:
+        timeout: the limit, in seconds, that applies to each attempt.
+    """
+
+    def __init__(self, task: str, *, timeout: float, uid: str = "", stderr: typing.Optional[str] = None, attempts: int = 1):
+        self.timeout = timeout
+        super().__init__(
+            task, uid=uid, stderr=stderr, attempts=attempts, reason=f"exceeded its time limit of {timeout:g} s (timeout=)"
+        )
 
 
 class UpstreamFailedError(TaskError):

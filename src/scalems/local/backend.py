@@ -25,7 +25,11 @@ from scalems.execution import (
     place_inputs,
 )
 from .children import spawn
+from .guardian import Guardian, end_leftovers
 from .worker_pool import QUEUE_DEPTH, WorkerDied, WorkerPool
+
+#: The local backend's own folder in the work directory (the guardian's records of running processes).
+LOCAL_DIRNAME = "scalems_local"
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +115,16 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
         self._work_dir = None if work_dir is None else os.fspath(work_dir)
         self._processes: set = set()
         self._null_fd: typing.Optional[int] = None
+        self._guardian: typing.Optional[Guardian] = None
 
     async def runtime_startup(self) -> WorkerPool:
-        return WorkerPool(self.configuration().cores, cwd=self._work_dir)
+        config = self.configuration()
+        running = os.path.join(self._work_dir or os.getcwd(), LOCAL_DIRNAME, "running")
+        # Processes an earlier run of this directory left running (it was killed along with its
+        # guardian) must end before their tasks start again: a task never runs twice at once.
+        await asyncio.to_thread(end_leftovers, running, config.grace_period)
+        self._guardian = Guardian(running, grace=config.grace_period)
+        return WorkerPool(config.cores, cwd=self._work_dir, guardian=self._guardian)
 
     async def runtime_shutdown(self, runtime: WorkerPool) -> None:
         processes = list(self._processes)
@@ -125,6 +136,9 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
         if self._null_fd is not None:
             os.close(self._null_fd)
             self._null_fd = None
+        if self._guardian is not None:
+            self._guardian.close()
+            self._guardian = None
 
     # ---- executables ---------------------------------------------------------------------------------
     async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
@@ -175,6 +189,8 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
         finally:
             for fd in fds:
                 os.close(fd)
+        guardian = self._guardian
+        guardian.register(process.pid)
         self._processes.add(process)
         try:
             exitcode = await process.wait()
@@ -183,6 +199,7 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
             raise
         finally:
             self._processes.discard(process)
+            guardian.unregister(process.pid)
         return ExecutableOutcome(exitcode)
 
     def _devnull(self) -> int:
@@ -194,14 +211,20 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
     async def _terminate(self, process) -> None:
         """SIGTERM the task's process group, wait the grace period, then SIGKILL."""
         if process.returncode is not None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # members that outlived the leader (MPI ranks)
+            except ProcessLookupError:
+                pass
             return
         try:
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        try:
-            await asyncio.wait_for(process.wait(), self.configuration().grace_period)
-        except asyncio.TimeoutError:
+        exited = asyncio.ensure_future(process.wait())
+        # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow a cancellation.
+        done, _ = await asyncio.wait([exited], timeout=self.configuration().grace_period)
+        if not done:
+            exited.cancel()
             logger.warning("Process %s ignored SIGTERM for %.0f s; killing it.", process.pid, self.configuration().grace_period)
             try:
                 os.killpg(process.pid, signal.SIGKILL)

@@ -19,7 +19,9 @@ is not running, so this does not oversubscribe cores.
 A worker that dies (a segfault, ``os._exit`` in user code, the OOM killer)
 fails only the call it was running; calls queued behind it go to another
 worker, and a fresh worker replaces it. Cancelling a running call kills its
-worker.
+worker, and with it every process the call started: each worker runs in a
+process group of its own, which is what gets killed (and what the run's
+:mod:`~scalems.local.guardian` ends if the run itself dies).
 """
 
 from __future__ import annotations
@@ -128,9 +130,10 @@ class _Worker:
 class WorkerPool:
     """Up to *size* warm workers; :meth:`run` executes one call record on one of them."""
 
-    def __init__(self, size: int, *, cwd: typing.Optional[str] = None):
+    def __init__(self, size: int, *, cwd: typing.Optional[str] = None, guardian=None):
         self.size = max(1, int(size))
         self._cwd = cwd
+        self._guardian = guardian  # records each worker's process group while it lives
         self._workers: list = []
         self._waiters: collections.deque = collections.deque()
         self._closed = False
@@ -157,6 +160,7 @@ class WorkerPool:
                 cwd=self._cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except BaseException:
             for fd in (parent_read, parent_write):
@@ -165,6 +169,8 @@ class WorkerPool:
         finally:
             os.close(child_read)
             os.close(child_write)
+        if self._guardian is not None:
+            self._guardian.register(process.pid)
         os.set_blocking(parent_read, False)
         os.set_blocking(parent_write, False)
         worker = _Worker(process, parent_write, parent_read)
@@ -238,12 +244,16 @@ class WorkerPool:
                 os.close(fd)
             except OSError:
                 pass
-        if worker.process.poll() is None:
-            worker.process.kill()
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)  # the worker and whatever its call started
+        except (ProcessLookupError, PermissionError):
+            pass
         try:
             worker.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             logger.warning("Worker process %s did not exit after SIGKILL", worker.pid)
+        if self._guardian is not None:
+            self._guardian.unregister(worker.pid)
         pending, worker.pending = list(worker.pending), collections.deque()
         if pending:
             running, queued = pending[0], pending[1:]

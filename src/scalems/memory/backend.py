@@ -7,8 +7,10 @@ job's argv, directory, environment and stdin, writes its output through
 ``run.stdout`` / ``run.stderr`` (the task's stdout and stderr files) and
 returns an exit status.
 
-Threads cannot be killed: a cancelled job's stand-in keeps running until it
-returns, which is why stand-ins should be short.
+Threads cannot be killed: a cancelled job (a time limit, Ctrl-C) sets
+``run.cancelled``, and a stand-in that waits for something should watch it
+(``run.cancelled.wait(seconds)`` instead of ``time.sleep``); one that ignores
+it keeps its thread until it returns.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import threading
 import typing
 
 from scalems.exceptions import ConfigurationError
@@ -49,6 +52,8 @@ class ProgramRun:
         stdin: the task's stdin text, or None.
         stdout: text stream into the task's stdout file.
         stderr: text stream into the task's stderr file.
+        cancelled: set when the job is cancelled (a time limit, an interrupted run); a stand-in
+            that waits should wait on it and return early.
     """
 
     argv: typing.List[str]
@@ -57,6 +62,7 @@ class ProgramRun:
     stdin: typing.Optional[str]
     stdout: typing.TextIO
     stderr: typing.TextIO
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def path(self, name: typing.Union[str, os.PathLike]) -> pathlib.Path:
         """*name* resolved the way the program would: relative to its working directory."""
@@ -138,9 +144,14 @@ class MemoryBackend(Backend[MemoryConfiguration, concurrent.futures.ThreadPoolEx
             return ExecutableOutcome(
                 None, error=f"program {argv[0]!r} was not found among the in-memory backend's programs ({known})"
             )
-        return await self._in_thread(self._run_program, program, argv, job)
+        cancelled = threading.Event()
+        try:
+            return await self._in_thread(self._run_program, program, argv, job, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
 
-    def _run_program(self, program, argv: list, job: ExecutableJob) -> ExecutableOutcome:
+    def _run_program(self, program, argv: list, job: ExecutableJob, cancelled: threading.Event) -> ExecutableOutcome:
         error = place_inputs(job)
         if error is not None:
             return ExecutableOutcome(None, error=error)
@@ -148,7 +159,9 @@ class MemoryBackend(Backend[MemoryConfiguration, concurrent.futures.ThreadPoolEx
         stdin = pathlib.Path(job.stdin).read_text() if job.stdin is not None else None
         env = {**os.environ, **job.env}
         with open(directory / job.stdout, "w") as out, open(directory / job.stderr, "w") as err:
-            run = ProgramRun(argv=argv, directory=directory, env=env, stdin=stdin, stdout=out, stderr=err)
+            run = ProgramRun(
+                argv=argv, directory=directory, env=env, stdin=stdin, stdout=out, stderr=err, cancelled=cancelled
+            )
             try:
                 status = program(run)
             except Exception as error:  # a stand-in's bug is the task's failure, as a crash would be

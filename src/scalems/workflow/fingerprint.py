@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = (
     "identify",
+    "find_program",
     "fingerprint",
     "digest_text",
     "canonical_text",
@@ -165,6 +166,40 @@ class Encoder:
         """An input file: its content digest counts, not its name."""
         path = pathlib.Path(path).absolute()
         return {"input": self._digest_file(path)}
+
+    def encode_program(self, program: str, search_path: typing.Optional[str]) -> typing.Optional[str]:
+        """The content digest of the file *program* runs, as found on *search_path* here.
+
+        So an upgraded or rebuilt program re-runs its tasks. None where it is not found
+        on this machine (it may exist only where the task runs, as on a remote resource).
+        """
+        found = find_program(program, search_path)
+        return None if found is None else self._digest_file(pathlib.Path(found))
+
+
+@functools.lru_cache(maxsize=1024)
+def _on_path(name: str, search_path: str) -> typing.Optional[str]:
+    for directory in search_path.split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    return None
+
+
+def find_program(program: str, search_path: typing.Optional[str] = None) -> typing.Optional[str]:
+    """The executable file *program* names: an absolute path, or a name looked up on the search path.
+
+    A relative path (``./run.sh``) is relative to the task's directory when it runs, so it names
+    nothing here: None. A small ``shutil.which`` (shutil would add a dozen modules to every run's
+    start-up); lookups by name are remembered for the run.
+    """
+    if os.sep in program:
+        if os.path.isabs(program) and os.path.isfile(program) and os.access(program, os.X_OK):
+            return program
+        return None
+    if search_path is None:
+        search_path = os.environ.get("PATH", os.defpath)
+    return _on_path(program, search_path)
 
 
 def _pickle_digest(value) -> str:

@@ -16,7 +16,7 @@ import json
 import os
 import pathlib
 
-from scalems.exceptions import ProtocolError, TaskFailedError
+from scalems.exceptions import ProtocolError, TaskFailedError, TaskTimeoutError
 from scalems.execution.backend import Backend
 from scalems.execution.jobs import ExecutableJob, ExecutableOutcome, FunctionJob, FunctionOutcome, InputFile
 from scalems.file import FileReference, OutputFile
@@ -27,6 +27,9 @@ from .task import Ensemble, ExecutableResult, Task, decode_function_result, exec
 #: The file a task's stdin text is written to, in its directory.
 STDIN_NAME = ".scalems-stdin"
 
+#: Where the stdout and stderr of earlier attempts are kept, in the task directory.
+ATTEMPTS_NAME = ".scalems-attempts"
+
 
 class Launcher:
     """Runs one attempt of a task on *backend*, recording the outcome in *cache*."""
@@ -35,21 +38,32 @@ class Launcher:
         self.backend = backend
         self.cache = cache
 
-    async def run(self, task: Task):
+    async def run(self, task: Task, attempt: int = 1):
         """The task's result; raises TaskFailedError (already recorded) if the attempt failed."""
         try:
             if task.kind == "executable":
-                return await self._run_executable(task)
-            return await self._run_function(task)
+                return await self._run_executable(task, attempt)
+            return await self._run_function(task, attempt)
         except TaskFailedError as error:
             self.cache.record_failure(task, error)
             raise
 
-    async def _run_executable(self, task: Task) -> ExecutableResult:
+    def timed_out(self, task: Task, timeout: float) -> TaskTimeoutError:
+        """The (recorded) failure of an attempt stopped at its time limit."""
+        stderr = None
+        if task.kind == "executable":
+            stderr = os.path.join(task.directory, task.spec.stderr)
+        error = TaskTimeoutError(task.label, uid=task.uid, timeout=timeout, stderr=stderr)
+        self.cache.record_failure(task, error)
+        return error
+
+    async def _run_executable(self, task: Task, attempt: int) -> ExecutableResult:
         # String paths (os.path) rather than pathlib here: this runs once per task, and the
         # pathlib operations alone cost more than spawning a short program's bookkeeping.
         spec: ExecutableSpec = task.spec
-        prepare_directory(task.directory)
+        prepare_directory(
+            task.directory, attempt=attempt, resumable=spec.policy.resumable, streams=(spec.stdout, spec.stderr)
+        )
         directory = os.fspath(task.directory)
         join = os.path.join
         stdin_path = None
@@ -89,13 +103,15 @@ class Launcher:
         await self.cache.record_executable(task, exitcode, directory, (spec.stdout, spec.stderr, *outputs))
         return executable_result(task, exitcode)
 
-    async def _run_function(self, task: Task):
+    async def _run_function(self, task: Task, attempt: int):
         spec: FunctionSpec = task.spec
         directory = None
         if spec.resources.ranks > 1 or self.backend.function_jobs_need_directory:
-            prepare_directory(task.directory)
+            prepare_directory(task.directory, attempt=attempt)
             directory = task.directory
-        call, spec.call = spec.call, None  # encoded when added, unless it waited for other tasks
+        call = spec.call  # encoded when added, unless it waited for other tasks
+        if attempt == 1:
+            spec.call = None  # a retry needs it again; a first attempt that succeeds does not
         if call is None:
             call = spec.encode(resolve(spec.args), resolve(spec.kwargs))
         job = FunctionJob(
@@ -135,8 +151,22 @@ def job_argv(argv) -> list:
     return result
 
 
-def prepare_directory(directory: pathlib.Path) -> None:
-    """Give the attempt an empty working directory (removing what an earlier attempt left)."""
+def prepare_directory(
+    directory: pathlib.Path, *, attempt: int = 1, resumable: bool = False, streams=("stdout", "stderr")
+) -> None:
+    """The working directory of an attempt: empty, or as the last attempt left it if *resumable*.
+
+    The stdout and stderr an earlier attempt left are moved to ``.scalems-attempts/<n>/``
+    first (on a retry, or whenever a resumable task starts again), so every attempt's
+    streams are kept.
+    """
+    if attempt > 1 or resumable:
+        _keep_streams(directory, streams)
+        if resumable:
+            directory.mkdir(parents=True, exist_ok=True)
+            return
+        _clear(directory, keep=ATTEMPTS_NAME)
+        return
     try:
         os.mkdir(directory)
         return
@@ -152,6 +182,36 @@ def prepare_directory(directory: pathlib.Path) -> None:
     else:
         directory.unlink()
     os.mkdir(directory)
+
+
+def _keep_streams(directory: pathlib.Path, streams) -> None:
+    """Move an attempt's stdout/stderr files into the next ``.scalems-attempts/<n>``."""
+    names = [n for n in streams if os.path.isfile(os.path.join(directory, n))]
+    if not names:
+        return
+    archive = directory / ATTEMPTS_NAME
+    archive.mkdir(exist_ok=True)
+    target = archive / str(len(os.listdir(archive)) + 1)
+    target.mkdir()
+    for name in names:
+        os.replace(directory / name, target / name)
+
+
+def _clear(directory: pathlib.Path, *, keep: str) -> None:
+    import shutil
+
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        directory.mkdir(parents=True)
+        return
+    for entry in entries:
+        if entry.name == keep:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def resolve(value):

@@ -48,7 +48,7 @@ from .launcher import Launcher
 from .naming import TASKS_DIRNAME, TaskNames
 from .scheduler import Scheduler
 from .scope import pop_scope, push_scope
-from .spec import executable_spec, function_spec
+from .spec import DEFAULT_POLICY, TaskPolicy, executable_spec, function_spec
 from .task import FINAL_STATES, Task, TaskState
 
 logger = logging.getLogger(__name__)
@@ -279,9 +279,14 @@ class WorkflowManager:
         resources=None,
         label: typing.Optional[str] = None,
         member: typing.Optional[int] = None,
+        timeout: typing.Optional[float] = None,
+        retries: int = 0,
+        resumable: bool = False,
+        cache: bool = True,
     ) -> Task:
         """Add one command-line task. See :func:`scalems.executable`; *member* is its index in an ensemble."""
         self._check_open()
+        policy = TaskPolicy.of(timeout, retries, resumable, cache)
         spec = executable_spec(
             argv,
             inputs=inputs,
@@ -293,6 +298,7 @@ class WorkflowManager:
             resources=resources,
             label=label,
             member=member,
+            policy=policy,
         )
         return self._add("executable", spec, label)
 
@@ -305,11 +311,15 @@ class WorkflowManager:
         resources=None,
         label: typing.Optional[str] = None,
         comm_arg: typing.Optional[str] = None,
+        timeout: typing.Optional[float] = None,
+        retries: int = 0,
+        cache: bool = True,
     ) -> Task:
         """Add one function-call task. See :func:`scalems.function_task`."""
         if self._state != "running":
             self._check_open()
-        spec = function_spec(func, args, kwargs, resources=resources, comm_arg=comm_arg, label=label)
+        policy = DEFAULT_POLICY if timeout is None and not retries and cache is True else TaskPolicy.of(timeout, retries, False, cache)
+        spec = function_spec(func, args, kwargs, resources=resources, comm_arg=comm_arg, label=label, policy=policy)
         return self._add("function", spec, label)
 
     def _check_open(self):
@@ -326,7 +336,8 @@ class WorkflowManager:
             existing = graph.existing(uid, label)
             if existing is not None:
                 return existing
-        found = cache.lookup(uid)
+        use_record = spec.policy.cache
+        found = cache.lookup(uid) if use_record else None
         if found is None and kind == "function" and not upstream:
             # Encode the call now, so the task runs with the values it was fingerprinted with
             # even if the script later rebinds a closure variable or mutates an argument; a value
@@ -336,7 +347,7 @@ class WorkflowManager:
         task = graph.add(uid, label, kind, spec, spec.default_name(), self._fits(spec), recorded)
         if task.spec is not spec or recorded is not None:
             return task  # added meanwhile by another thread, or done from the record
-        if not self.use_cache:
+        if not (self.use_cache and use_record):
             cache.forget(uid)  # a complete record is final unless dropped first
         elif found is not None:
             result = cache.restore_executable(task, found)

@@ -131,7 +131,7 @@ class Scheduler:
     async def _execute(self, task: Task) -> None:
         graph = self.graph
         try:
-            result = await self.launcher.run(task)
+            result = await self._attempts(task)
         except asyncio.CancelledError:
             graph.complete(task, TaskState.CANCELLED, exception=TaskCancelledError(task.label, uid=task.uid))
         except TaskFailedError as error:
@@ -148,6 +148,39 @@ class Scheduler:
             graph.ended(task)
             self.backend.limiter.release(task.kind, task.spec.resources)
             self._pump()
+
+    async def _attempts(self, task: Task):
+        """Run attempts until one succeeds or the task's retries are used up; the last failure is raised."""
+        policy = task.spec.policy
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(task, attempt, policy.timeout)
+            except TaskFailedError as error:
+                if attempt > policy.retries:
+                    if attempt > 1:
+                        error.after_attempts(attempt)
+                    raise
+                logger.warning("%s (attempt %d of %d); running it again.", error, attempt, policy.retries + 1)
+                attempt += 1
+
+    async def _attempt(self, task: Task, attempt: int, timeout: typing.Optional[float]):
+        """One attempt, stopped at the time limit (the backend ends its processes when cancelled)."""
+        if timeout is None:
+            return await self.launcher.run(task, attempt)
+        run = asyncio.ensure_future(self.launcher.run(task, attempt))
+        try:
+            # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow a cancellation.
+            done, _ = await asyncio.wait([run], timeout=timeout)
+        except asyncio.CancelledError:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            raise
+        if done:
+            return run.result()
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        raise self.launcher.timed_out(task, timeout)
 
     async def shutdown(self, cancel: bool) -> None:
         """Stop scheduling (cancelling what has not finished if *cancel*), then leave the backend."""

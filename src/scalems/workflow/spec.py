@@ -7,7 +7,15 @@ resource key) are reported at the line of the workflow script that made
 them, before anything runs.
 """
 
-__all__ = ("ExecutableSpec", "FunctionSpec", "executable_spec", "function_spec", "normalize_argv")
+__all__ = (
+    "TaskPolicy",
+    "DEFAULT_POLICY",
+    "ExecutableSpec",
+    "FunctionSpec",
+    "executable_spec",
+    "function_spec",
+    "normalize_argv",
+)
 
 import os
 import pathlib
@@ -24,6 +32,41 @@ from scalems.workflow.fingerprint import (
     digest_text,
     fingerprint,
 )
+
+
+class TaskPolicy(typing.NamedTuple):
+    """How a task is run, none of which changes its result (so none of it is part of its identity).
+
+    Attributes:
+        timeout: seconds each attempt may run before its processes are stopped (None: no limit).
+        retries: failed attempts to run again (a failure, a worker's death, a time limit).
+        resumable: an unfinished attempt's directory is kept for the next attempt (executables).
+        cache: False runs the task every time and never serves its result from the record.
+    """
+
+    timeout: typing.Optional[float] = None
+    retries: int = 0
+    resumable: bool = False
+    cache: bool = True
+
+    @classmethod
+    def of(cls, timeout=None, retries=0, resumable=False, cache=True) -> "TaskPolicy":
+        """A checked policy; the default one (shared) when nothing is set."""
+        if timeout is None and retries == 0 and resumable is False and cache is True:
+            return DEFAULT_POLICY
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            timeout = float(timeout)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+        for name, value in (("resumable", resumable), ("cache", cache)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
+        return cls(timeout, retries, resumable, cache)
+
+
+DEFAULT_POLICY = TaskPolicy()
 
 
 class ExecutableSpec(typing.NamedTuple):
@@ -49,6 +92,7 @@ class ExecutableSpec(typing.NamedTuple):
     written: tuple = ()
     label: typing.Optional[str] = None
     member: typing.Optional[int] = None
+    policy: TaskPolicy = DEFAULT_POLICY
 
     def outputs(self) -> tuple:
         named = (a.name for a in self.argv if isinstance(a, OutputFile))
@@ -81,6 +125,11 @@ class ExecutableSpec(typing.NamedTuple):
             "stderr": self.stderr,
             "resources": self.resources.as_dict(),
         }
+        program = self.argv[0]
+        if type(program) is str:
+            digest = encoder.encode_program(program, self.env.get("PATH"))
+            if digest is not None:
+                material["program"] = digest
         # Only when present, so the uids of tasks without them stay what earlier versions recorded.
         if self.placed:
             material["placed"] = [[name, encoder.encode(source)] for name, source in self.placed]
@@ -96,7 +145,7 @@ class ExecutableSpec(typing.NamedTuple):
 class FunctionSpec:
     """A Python call to make. *call* holds the encoded call (:mod:`scalems.call`) until it is sent."""
 
-    __slots__ = ("func", "args", "kwargs", "resources", "comm_arg", "call", "label")
+    __slots__ = ("func", "args", "kwargs", "resources", "comm_arg", "call", "label", "policy")
 
     def __init__(
         self,
@@ -107,6 +156,7 @@ class FunctionSpec:
         comm_arg: typing.Optional[str],
         call: typing.Optional[str] = None,
         label: typing.Optional[str] = None,
+        policy: TaskPolicy = DEFAULT_POLICY,
     ):
         self.func = func
         self.args = args
@@ -115,6 +165,7 @@ class FunctionSpec:
         self.comm_arg = comm_arg
         self.call = call
         self.label = label  # an explicit label is part of the identity: differently labelled calls are replicas
+        self.policy = policy
 
     def __repr__(self):
         return f"FunctionSpec({getattr(self.func, '__qualname__', self.func)!r}, args={self.args!r}, kwargs={self.kwargs!r})"
@@ -212,6 +263,7 @@ def executable_spec(
     resources=None,
     label=None,
     member=None,
+    policy=DEFAULT_POLICY,
 ) -> ExecutableSpec:
     """The spec of ``scalems.executable(...)``: stdin as text, env as strings, streams and file names checked."""
     if isinstance(stdin, (list, tuple)):
@@ -236,6 +288,7 @@ def executable_spec(
         written=written,
         label=label,
         member=member,
+        policy=policy,
     )
     clash = set(spec.outputs()) & {stdout, stderr}
     if clash:
@@ -300,7 +353,9 @@ def _split_outputs(outputs) -> tuple:
     return None, tuple(dict.fromkeys(names))
 
 
-def function_spec(func, args=(), kwargs=None, *, resources=None, comm_arg=None, label=None) -> FunctionSpec:
+def function_spec(
+    func, args=(), kwargs=None, *, resources=None, comm_arg=None, label=None, policy=DEFAULT_POLICY
+) -> FunctionSpec:
     """The spec of a function task; a multi-rank call gets its communicator as ``comm`` by default."""
     # This is the path of every task of a large ensemble (and of its re-runs): kept lean.
     if not callable(func):
@@ -318,6 +373,7 @@ def function_spec(func, args=(), kwargs=None, *, resources=None, comm_arg=None, 
         resources,
         comm_arg,
         label=label,
+        policy=policy,
     )
 
 
