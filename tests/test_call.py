@@ -418,12 +418,29 @@ def test_cli_usage_errors(tmp_path):
 
 
 def test_cli_in_process_returns_status(tmp_path, capsys):
-    assert scalems.call.cli(str(tmp_path / "absent.json"), str(tmp_path / "out.json")) == 2
+    """cli() takes the whole command line, program first, as ``cli(*sys.argv)``."""
+    program = "scalems/call/__main__.py"
+    assert scalems.call.cli(program, str(tmp_path / "absent.json"), str(tmp_path / "out.json")) == 2
     assert "absent.json" in capsys.readouterr().err
     call_file = tmp_path / "call.json"
     call_file.write_text(serialize_call(math.comb, args=(4, 2)))
-    assert scalems.call.cli(str(call_file), str(tmp_path / "out.json")) == 0
+    assert scalems.call.cli(program, str(call_file), str(tmp_path / "out.json")) == 0
     assert deserialize_result((tmp_path / "out.json").read_text()).return_value == 6
+
+
+def test_cli_takes_sys_argv_whole(tmp_path):
+    """The form the seed shows: ``cli(*sys.argv)``, program name first."""
+    (tmp_path / "call.json").write_text(serialize_call(math.comb, args=(6, 3)))
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, scalems.call; sys.exit(scalems.call.cli(*sys.argv))", "call.json", "out.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert deserialize_result((tmp_path / "out.json").read_text()).return_value == 20
 
 
 def test_function_module_missing_at_execution_site(tmp_path, monkeypatch):

@@ -91,18 +91,20 @@ def write_atomically(path: pathlib.Path, text: str):
 
 
 def cli(*argv: str) -> int:
-    """Command line entry point: ``python -m scalems.call [-h] IN OUT``.
+    """Command line entry point: ``sys.exit(cli(*sys.argv))``.
 
-    *argv* are the arguments after the program name. Returns the exit status:
-    0 if the call returned, 1 if it raised (the exception is in OUT), 2 for
-    usage errors (bad arguments, unreadable IN, OUT's directory missing).
+    *argv* is the whole command line: ``argv[0]`` is the program (ignored; the
+    usage text says ``python -m scalems.call``), then IN and OUT. Returns the
+    exit status: 0 if the call returned, 1 if it raised (the exception is in
+    OUT), 2 for usage errors (bad arguments, unreadable IN, OUT's directory
+    missing).
 
     A call that needs MPI (``ranks > 1`` or a *comm_arg*) runs on every rank of
     ``COMM_WORLD``; rank 0 writes one result whose return value is the list of
     per-rank return values, and every rank exits 1 if any rank raised.
     """
     with _cli_logging():
-        return _cli(argv)
+        return _cli(argv[1:])
 
 
 def _cli(arguments: tuple) -> int:
