@@ -1,9 +1,12 @@
 """The call and result records: what crosses the process boundary, as JSON text.
 
 The workflow side writes a call record with :func:`serialize_call`; the
-process that runs it answers with :func:`serialize_result`. Null fields and
-fields at their default are left out, which keeps the records of large
-ensembles small; readers fill them in.
+process that runs it answers with :func:`serialize_result`. The fields are
+those of SCALE-MS's ``CallPack`` and ``ResultPack`` plus a few of our own
+(*function*, *comm_arg*, *traceback*, *exception_object*). Every field is
+written, defaults included, so that a reader may index any of them; readers
+here still accept the records of earlier scalems versions, which left out
+fields at their default, because stores of earlier runs hold such records.
 
 Python values inside the records are hex text (see :mod:`scalems.call.pickling`).
 """
@@ -29,13 +32,11 @@ ENCODING = "dill"
 DEFAULT_OUTPUTS = ("return_value", "exception", "traceback", "directory", "stdout", "stderr")
 
 
-class CallPack(typing.TypedDict, total=False):
+class CallPack(typing.TypedDict):
     """JSON form of a :class:`Call` (what :func:`serialize_call` writes).
 
     *func*, each element of *args* and each value of *kwargs* are hex-encoded
-    pickles. The other fields are plain JSON. Only *func* is required:
-    null fields, the default *outputs* and the default encoding are left out,
-    which keeps the records of large ensembles small.
+    pickles; the other fields are plain JSON.
     """
 
     func: str
@@ -51,16 +52,17 @@ class CallPack(typing.TypedDict, total=False):
     encoder: str
 
 
-class ResultPack(typing.TypedDict, total=False):
+class ResultPack(typing.TypedDict):
     """JSON form of a :class:`CallResult` (what :func:`serialize_result` writes).
 
-    *return_value* and *exception* are hex-encoded pickles; *traceback* is
-    text; *directory*, *stdout* and *stderr* are URIs. Null fields and the
-    default encoding are left out.
+    *exception* is text (the exception's repr), readable without unpickling;
+    *exception_object* and *return_value* are hex-encoded pickles; *directory*,
+    *stdout* and *stderr* are URIs.
     """
 
     return_value: str | None
     exception: str | None
+    exception_object: str | None
     traceback: str | None
     function: str | None
     directory: str | None
@@ -114,7 +116,11 @@ class CallResult:
     Attributes:
         return_value: what the function returned (for an MPI launch through
             :func:`scalems.call.cli`: the list of per-rank return values, in rank order).
-        exception: the exception the function raised, or None.
+        exception: the repr of the exception the function raised, or None. Text, so
+            that a record can be read and reported where the exception's class
+            cannot be imported.
+        exception_object: the exception itself (after a round trip: rebuilt here, or
+            a RuntimeError saying why it could not be). Set whenever *exception* is.
         traceback: formatted traceback of the exception, as text.
         function: printable name of the function, for messages.
         directory: URI of the working directory the call ran in.
@@ -122,7 +128,8 @@ class CallResult:
     """
 
     return_value: typing.Any = None
-    exception: BaseException | None = None
+    exception: str | None = None
+    exception_object: BaseException | None = None
     traceback: str | None = None
     function: str | None = None
     directory: str | None = None
@@ -130,6 +137,23 @@ class CallResult:
     stderr: str | None = None
     decoder: str = ENCODING
     encoder: str = ENCODING
+
+    def __post_init__(self):
+        # Keep "exception is text" true for callers that still pass the object there.
+        if isinstance(self.exception, BaseException):
+            if self.exception_object is None:
+                self.exception_object = self.exception
+            self.exception = None
+        if self.exception is None and self.exception_object is not None:
+            self.exception = exception_text(self.exception_object)
+
+
+def exception_text(exc: BaseException) -> str:
+    """The repr of *exc*, which names its type and arguments; never raises."""
+    try:
+        return repr(exc)
+    except Exception:  # noqa: BLE001
+        return f"<{type_name(exc)} that cannot be represented>"
 
 
 def ranks_of(requirements: typing.Mapping | None) -> int:
@@ -184,7 +208,8 @@ def parse_record(text: str | bytes, what: str, required: tuple = ()) -> dict:
     missing = [key for key in required if key not in record]
     if missing:
         raise ProtocolError(f"Not a scalems {what} record: missing {', '.join(map(repr, missing))}")
-    _check_encoding(record, f"The {what} record")
+    if record.get("encoder", ENCODING) != ENCODING or record.get("decoder", ENCODING) != ENCODING:
+        _check_encoding(record, f"The {what} record")
     return record
 
 
@@ -247,33 +272,32 @@ def serialize_call(
                 f"{what} of {name} ({type_name(value)}) cannot be serialized for another process: {err}"
             ) from err
 
-    pack = CallPack(
-        func=encode(func, "The function", dumps_function),
-        function=name,
-        args=[encode(arg, f"Positional argument {index}") for index, arg in enumerate(args)],
-        kwargs={str(key): encode(value, f"Keyword argument {key!r}") for key, value in kwargs.items()},
-        comm_arg=comm_arg,
-        requirements=requirements,
-        environment=None,
-        skeleton=None,
-        outputs=list(DEFAULT_OUTPUTS),
-        decoder=ENCODING,
-        encoder=ENCODING,
-    )
+    varying = {
+        "func": encode(func, "The function", dumps_function),
+        "function": name,
+        "args": [encode(arg, f"Positional argument {index}") for index, arg in enumerate(args)],
+        "kwargs": {str(key): encode(value, f"Keyword argument {key!r}") for key, value in kwargs.items()},
+        "comm_arg": comm_arg,
+        "requirements": requirements,
+    }
     try:
-        return _JSON.encode(_compact(pack))
+        return _JSON.encode(varying)[:-1] + _CALL_CONSTANT_TAIL
     except (TypeError, ValueError) as err:
         raise ConfigurationError(f"requirements of {name} must be plain JSON data: {err}") from err
 
 
-_DEFAULTS = {"encoder": ENCODING, "decoder": ENCODING, "outputs": list(DEFAULT_OUTPUTS)}
-
-
-def _compact(pack: dict) -> dict:
-    """*pack* without null fields and fields at their default (readers fill those in)."""
-    return {
-        key: value for key, value in pack.items() if value is not None and _DEFAULTS.get(key, _compact) != value
+# The fields that serialize_call and serialize_result always write with the same value, encoded
+# once: every task encodes one call record and one result record, and these are half of the fields.
+_CALL_CONSTANT_TAIL = "," + _JSON.encode(
+    {
+        "environment": None,
+        "skeleton": None,
+        "outputs": list(DEFAULT_OUTPUTS),
+        "decoder": ENCODING,
+        "encoder": ENCODING,
     }
+)[1:]
+_ENCODING_TAIL = "," + _JSON.encode({"decoder": ENCODING, "encoder": ENCODING})[1:]
 
 
 def unpack_call(record: typing.Mapping) -> Call:
@@ -322,11 +346,7 @@ def _encode_exception(exc: BaseException, function: str | None) -> str:
             type(err).__name__,
             err,
         )
-    try:
-        description = repr(exc)
-    except Exception:  # noqa: BLE001
-        description = f"<{type_name(exc)} that cannot be represented>"
-    return dumps(RuntimeError(description))
+    return dumps(RuntimeError(exception_text(exc)))
 
 
 def serialize_result(result: CallResult) -> str:
@@ -336,8 +356,10 @@ def serialize_result(result: CallResult) -> str:
     repr. A return value that cannot be pickled is replaced by a TypeError that
     names the function and the value's type.
     """
-    _check_encoding({"encoder": result.encoder, "decoder": result.decoder}, "The result")
-    exception = result.exception
+    if result.encoder != ENCODING or result.decoder != ENCODING:
+        _check_encoding({"encoder": result.encoder, "decoder": result.decoder}, "The result")
+    exc = result.exception_object
+    text = result.exception
     trace = result.traceback
     value = None
     if result.return_value is not None:
@@ -348,43 +370,57 @@ def serialize_result(result: CallResult) -> str:
                 f"The return value of {result.function or 'the function'} could not be serialized: "
                 f"{type_name(result.return_value)} cannot be pickled ({type(err).__name__}: {err})"
             )
-            if exception is None:
-                exception = problem
+            if exc is None and text is None:
+                exc, text = problem, exception_text(problem)
                 trace = format_traceback(err)
             else:
                 logger.warning("%s; the call also raised, which is reported instead", problem)
-    pack = ResultPack(
-        return_value=value,
-        exception=None if exception is None else _encode_exception(exception, result.function),
-        traceback=None if trace is None else str(trace),
-        function=result.function,
-        directory=None if result.directory is None else str(result.directory),
-        stdout=None if result.stdout is None else str(result.stdout),
-        stderr=None if result.stderr is None else str(result.stderr),
-        decoder=ENCODING,
-        encoder=ENCODING,
-    )
-    return _JSON.encode(_compact(pack))
+    if exc is not None and text is None:
+        text = exception_text(exc)
+    varying = {
+        "return_value": value,
+        "exception": None if text is None else str(text),
+        "exception_object": None if exc is None else _encode_exception(exc, result.function),
+        "traceback": None if trace is None else str(trace),
+        "function": result.function,
+        "directory": None if result.directory is None else str(result.directory),
+        "stdout": None if result.stdout is None else str(result.stdout),
+        "stderr": None if result.stderr is None else str(result.stderr),
+    }
+    return _JSON.encode(varying)[:-1] + _ENCODING_TAIL
+
+
+def _is_hex(text) -> bool:
+    try:
+        bytes.fromhex(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def deserialize_result(text: str | bytes) -> CallResult:
-    """Decode :func:`serialize_result` output.
+    """Decode :func:`serialize_result` output, or a result record of an earlier version.
 
     A value or exception that cannot be unpickled here (for example because
-    its module is missing) becomes a RuntimeError in *exception* that says so,
-    so a caller always gets a result to report.
+    its module is missing) becomes a RuntimeError in *exception_object* that
+    says so, so a caller always gets a result to report.
 
     Raises:
         ProtocolError: *text* is not a result record.
     """
     record = parse_record(text, "result")
     function = record.get("function")
-    exception = None
+    message = record.get("exception")
+    pickled = record.get("exception_object")
+    if "exception_object" not in record and _is_hex(message):
+        # Earlier scalems versions stored the pickled exception itself in *exception*.
+        message, pickled = None, message
+    exc = None
     value = None
     problems = []
-    if record.get("exception") is not None:
+    if pickled is not None:
         try:
-            exception = loads(record["exception"])
+            exc = loads(pickled)
         except Exception as err:  # noqa: BLE001
             problems.append(
                 f"the exception raised by {function or 'the function'} ({type(err).__name__}: {err})"
@@ -394,14 +430,20 @@ def deserialize_result(text: str | bytes) -> CallResult:
             value = loads(record["return_value"])
         except Exception as err:  # noqa: BLE001
             problems.append(f"the return value of {function or 'the function'} ({type(err).__name__}: {err})")
+    if exc is not None and not isinstance(exc, BaseException):
+        # SCALE-MS pickled the exception's text rather than the exception.
+        message, exc = str(exc), None
     if problems:
-        if exception is None:
-            exception = RuntimeError(f"Could not deserialize {' and '.join(problems)} in this process")
+        if exc is None:
+            exc = RuntimeError(f"Could not deserialize {' and '.join(problems)} in this process")
         else:
             logger.warning("Could not deserialize %s", problems[0])
+    if exc is None and message is not None:
+        exc = RuntimeError(message)  # a writer that sent only the text
     return CallResult(
         return_value=value,
-        exception=exception,
+        exception=message,
+        exception_object=exc,
         traceback=record.get("traceback"),
         function=function,
         directory=record.get("directory"),

@@ -19,7 +19,7 @@ import sys
 
 from scalems.exceptions import ProtocolError
 
-from .codec import CallResult, parse_call, ranks_of, serialize_result, type_name
+from .codec import CallResult, parse_call, ranks_of, serialize_result
 from .runner import run_launched
 
 logger = logging.getLogger(__name__)
@@ -148,9 +148,8 @@ def _finish(result: CallResult, out_path: pathlib.Path) -> int:
     if result.exception is None:
         return 0
     logger.error(
-        "%s raised %s: %s (result in %s)\n%s",
+        "%s raised %s (result in %s)\n%s",
         result.function or "The function",
-        type_name(result.exception),
         result.exception,
         out_path,
         result.traceback or "",

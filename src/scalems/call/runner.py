@@ -29,6 +29,7 @@ from .codec import (
     comm_keyword,
     describe,
     deserialize_result,
+    exception_text,
     format_traceback,
     parse_call,
     ranks_of,
@@ -108,7 +109,8 @@ def main(call: Call, *, comm=None) -> CallResult:
             result.return_value = call.func(*args, **kwargs)
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             # SystemExit too: a function calling sys.exit() must not take a warm worker with it.
-            result.exception = exc
+            result.exception_object = exc
+            result.exception = exception_text(exc)
             result.traceback = format_traceback(exc, skip_first_frame=True)
     outputs = set(call.outputs)
     unknown = outputs - set(DEFAULT_OUTPUTS)
@@ -123,7 +125,9 @@ def main(call: Call, *, comm=None) -> CallResult:
 def failed(exc: BaseException, function: str | None, note: str) -> CallResult:
     """A result for a call that could not be started at all."""
     _add_note(exc, note)
-    return CallResult(exception=exc, traceback=format_traceback(exc), function=function, directory=_cwd_uri())
+    return CallResult(
+        exception_object=exc, traceback=format_traceback(exc), function=function, directory=_cwd_uri()
+    )
 
 
 def run_record(record: typing.Mapping, comm=None) -> CallResult:
@@ -132,7 +136,8 @@ def run_record(record: typing.Mapping, comm=None) -> CallResult:
     try:
         call = unpack_call(record)
     except Exception as exc:  # noqa: BLE001
-        return failed(exc, function, f"while decoding the call to {function or 'a function'} in {sys.executable}")
+        where = f"while decoding the call to {function or 'a function'} in {sys.executable}"
+        return failed(exc, function, where)
     try:
         return main(call, comm=comm)
     except Exception as exc:  # noqa: BLE001
@@ -176,7 +181,7 @@ def combine_ranks(results: list[CallResult]) -> CallResult:
     if not failures:
         return dataclasses.replace(first, return_value=[result.return_value for result in results])
     rank, result = failures[0]
-    exc = result.exception
+    exc = result.exception_object
     label = f"MPI rank {rank} of {size}"
     # Name the rank in the message itself when that keeps the exception rebuildable from its args.
     if len(exc.args) == 1 and isinstance(exc.args[0], str):
@@ -185,7 +190,12 @@ def combine_ranks(results: list[CallResult]) -> CallResult:
         _add_note(exc, f"raised on {label}")
     trace = "".join(f"MPI rank {r} of {size} failed:\n{res.traceback or ''}" for r, res in failures)
     return dataclasses.replace(
-        first, return_value=None, exception=exc, traceback=trace, function=result.function
+        first,
+        return_value=None,
+        exception=exception_text(exc),
+        exception_object=exc,
+        traceback=trace,
+        function=result.function,
     )
 
 
