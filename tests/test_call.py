@@ -646,3 +646,92 @@ def test_exception_is_text_and_the_object_is_kept_beside_it():
     assert legacy.exception == "KeyError('k')"
     assert type(legacy.exception_object) is KeyError
     assert CallResult().exception is None and CallResult().exception_object is None
+
+
+# --- the subprocess description (function_call_to_subprocess) ---------------------------------------
+
+
+def run_subprocess(sub: scalems.call.Subprocess, workdir: pathlib.Path, launcher=()) -> CallResult:
+    """Run *sub* as a backend would: stage its inputs into *workdir*, run, read the first output.
+
+    Like the backends, give the process this interpreter's import path: functions of this
+    module are pickled by reference to it.
+    """
+    workdir.mkdir()
+    for name, source in sub.input_filenames.items():
+        shutil.copyfile(source, workdir / name)
+    done = subprocess.run(
+        [*launcher, sub.executable, *sub.arguments],
+        cwd=workdir,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return deserialize_result((workdir / sub.output_filenames[0]).read_text())
+
+
+@pytest.fixture
+def manager(tmp_path):
+    """A real workflow manager, not started: only its directory is needed."""
+    import scalems.local
+    from scalems.workflow.manager import WorkflowManager
+
+    return WorkflowManager(scalems.local.backend_factory, directory=tmp_path / "workflow")
+
+
+def test_function_call_to_subprocess_runs_the_call(manager, tmp_path):
+    sub = scalems.call.function_call_to_subprocess(
+        scale, label="scale 1/2", args=([1, 2],), kwargs={"factor": 5}, manager=manager
+    )
+    assert sub.uid == "scale 1/2"
+    assert sub.executable == sys.executable
+    assert sub.requirements == {}
+    (input_name, source), = sub.input_filenames.items()
+    assert source.parent == manager.directory / "scalems_calls"
+    assert sub.output_filenames == (input_name.replace("-input.json", "-output.json"),)
+    assert os.sep not in input_name and " " not in input_name
+    assert sorted(p.name for p in manager.directory.iterdir()) == ["scalems_calls"]  # the store is not used
+
+    result = run_subprocess(sub, tmp_path / "task")
+    assert result.exception is None
+    assert result.return_value == [5, 10]
+    assert result.directory == (tmp_path / "task").as_uri()
+
+
+def test_function_call_to_subprocess_reports_a_raising_call(manager, tmp_path):
+    sub = scalems.call.function_call_to_subprocess(raise_detailed, label="fails", args=(9,), manager=manager)
+    result = run_subprocess(sub, tmp_path / "task")
+    assert result.exception == "DetailedError('code 9 is bad')"
+    assert result.exception_object.code == 9
+
+
+def test_call_to_subprocess_for_backends(tmp_path):
+    """Backends start from the call text they hold; the requirements come from the record."""
+    call = serialize_call(math.comb, args=(5, 2), requirements={"ranks": 1, "cores_per_rank": 2})
+    sub = scalems.call.call_to_subprocess(call, label="job-1", directory=tmp_path / "job", python="/opt/python3")
+    assert sub.executable == "/opt/python3"
+    assert sub.arguments == ("-m", "scalems.call", "job-1-input.json", "job-1-output.json")  # no -X for others
+    assert sub.requirements == {"ranks": 1, "cores_per_rank": 2}
+    assert sub.input_filenames["job-1-input.json"].read_text() == call
+    assert scalems.call.call_file_names("job-1") == ("job-1-input.json", "job-1-output.json")
+    with pytest.raises(ProtocolError):
+        scalems.call.call_to_subprocess("{}", label="bad", directory=tmp_path / "bad")
+
+
+def test_function_call_to_subprocess_needs_a_directory():
+    with pytest.raises(TypeError, match="directory"):
+        scalems.call.function_call_to_subprocess(scale, label="x", args=([1],), manager=object())
+
+
+@pytest.mark.mpi
+def test_function_call_to_subprocess_under_mpiexec(mpi_launcher, manager, tmp_path, no_leaked_processes):
+    sub = scalems.call.function_call_to_subprocess(
+        lambda comm: comm.Get_rank() * 10, label="ranks", manager=manager, requirements={"ranks": 2}
+    )
+    assert sub.requirements["ranks"] == 2
+    result = run_subprocess(sub, tmp_path / "task", launcher=(_mpiexec(), "-n", str(sub.requirements["ranks"])))
+    assert result.exception is None
+    assert result.return_value == [0, 10]

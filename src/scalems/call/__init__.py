@@ -7,12 +7,13 @@ Calls run in one of three ways:
 * :func:`execute`, in warm worker processes and the RADICAL Raptor worker,
   which receive the call text and return the result text;
 * ``python -m scalems.call IN OUT`` (:func:`cli`), in a process started for
-  the call, possibly under ``mpiexec``;
+  the call, possibly under ``mpiexec``; :func:`call_to_subprocess` and
+  :func:`function_call_to_subprocess` describe that process for a backend;
 * :func:`main`, for callers that already hold a decoded :class:`Call`.
 
 Modules: :mod:`.codec` (the records), :mod:`.pickling` (values inside them),
-:mod:`.runner` (running a call here, on one or all MPI ranks)
-and :mod:`.command_line` (the CLI).
+:mod:`.runner` (running a call here, on one or all MPI ranks),
+:mod:`.command_line` (the CLI) and :mod:`.launch` (the subprocess description).
 Importing this package stays cheap, because worker processes and MPI ranks
 import it at start-up: :mod:`mpi4py` and :mod:`argparse` are imported only
 when needed.
@@ -30,10 +31,14 @@ __all__ = (
     "DEFAULT_OUTPUTS",
     "ENCODING",
     "ResultPack",
+    "Subprocess",
+    "call_file_names",
+    "call_to_subprocess",
     "cli",
     "deserialize_call",
     "deserialize_result",
     "execute",
+    "function_call_to_subprocess",
     "main",
     "serialize_call",
     "serialize_result",
@@ -53,11 +58,19 @@ from .codec import (
 )
 from .runner import execute, main
 
-# Imported on first use (PEP 562): worker processes do not need the CLI.
-_LAZY = {"cli": ".command_line"}
+# Imported on first use (PEP 562): worker processes need neither the CLI nor the launch description
+# (creating the latter's frozen dataclass alone takes most of a millisecond).
+_LAZY = {
+    "cli": ".command_line",
+    "Subprocess": ".launch",
+    "call_file_names": ".launch",
+    "call_to_subprocess": ".launch",
+    "function_call_to_subprocess": ".launch",
+}
 
 if typing.TYPE_CHECKING:
     from .command_line import cli
+    from .launch import Subprocess, call_file_names, call_to_subprocess, function_call_to_subprocess
 
 
 def __getattr__(name: str):
