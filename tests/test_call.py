@@ -159,9 +159,10 @@ def test_none_return_value():
 
 def test_exception_round_trip_keeps_type_message_and_traceback():
     result = round_trip(raise_detailed, args=(7,))
-    assert type(result.exception) is DetailedError
-    assert str(result.exception) == "code 7 is bad"
-    assert result.exception.code == 7
+    assert type(result.exception_object) is DetailedError
+    assert str(result.exception_object) == "code 7 is bad"
+    assert result.exception_object.code == 7
+    assert result.exception == "DetailedError('code 7 is bad')"
     assert result.return_value is None
     assert "Traceback" in result.traceback
     assert "in raise_detailed" in result.traceback
@@ -173,9 +174,10 @@ def test_unpicklable_exception_becomes_runtime_error():
         raise HoldsGenerator("locked out")
 
     result = round_trip(fail)
-    assert type(result.exception) is RuntimeError
-    assert "HoldsGenerator" in str(result.exception)
-    assert "locked out" in str(result.exception)
+    assert type(result.exception_object) is RuntimeError
+    assert "HoldsGenerator" in str(result.exception_object)
+    assert "locked out" in str(result.exception_object)
+    assert result.exception == "HoldsGenerator('locked out')"  # the text names what was raised
     assert "HoldsGenerator: locked out" in result.traceback
 
 
@@ -184,8 +186,9 @@ def test_exception_that_cannot_be_rebuilt_becomes_runtime_error():
         raise TwoArgError("/data/x", "missing")
 
     result = round_trip(fail)
-    assert type(result.exception) is RuntimeError
-    assert "/data/x: missing" in str(result.exception)
+    assert type(result.exception_object) is RuntimeError
+    assert "/data/x: missing" in str(result.exception_object)
+    assert result.exception == "TwoArgError('/data/x: missing')"
 
 
 def test_unpicklable_return_value_is_reported():
@@ -195,25 +198,28 @@ def test_unpicklable_return_value_is_reported():
     text = execute(serialize_call(make_generator))
     result = deserialize_result(text)
     assert result.return_value is None
-    assert isinstance(result.exception, TypeError)
-    message = str(result.exception)
+    assert isinstance(result.exception_object, TypeError)
+    assert result.exception.startswith("TypeError(")
+    message = str(result.exception_object)
     assert "make_generator" in message
     assert "could not be serialized" in message
     assert "generator" in message
 
 
 def test_serialize_result_never_raises_for_bad_payloads():
-    result = CallResult(return_value=unpicklable(), exception=HoldsGenerator("x"), function="f")
+    result = CallResult(return_value=unpicklable(), exception_object=HoldsGenerator("x"), function="f")
     decoded = deserialize_result(serialize_result(result))
     # The call's own exception wins over the unserializable return value.
-    assert type(decoded.exception) is RuntimeError
-    assert "HoldsGenerator" in str(decoded.exception)
+    assert type(decoded.exception_object) is RuntimeError
+    assert "HoldsGenerator" in str(decoded.exception_object)
+    assert decoded.exception == "HoldsGenerator('x')"
 
 
 def test_system_exit_is_captured():
     result = round_trip(lambda: sys.exit(3))
-    assert isinstance(result.exception, SystemExit)
-    assert result.exception.code == 3
+    assert isinstance(result.exception_object, SystemExit)
+    assert result.exception_object.code == 3
+    assert result.exception == "SystemExit(3)"
 
 
 def test_serialize_call_rejects_bad_input():
@@ -242,7 +248,8 @@ def test_bad_records():
         deserialize_result("[1, 2]")
     # execute() is what workers call: a bad record becomes a failed result, not a crash.
     result = deserialize_result(execute("garbage"))
-    assert isinstance(result.exception, ProtocolError)
+    assert isinstance(result.exception_object, ProtocolError)
+    assert result.exception.startswith("ProtocolError(")
 
 
 # --- communicator and environment -----------------------------------------------------------
@@ -386,8 +393,9 @@ def test_cli_exit_status_1_when_call_raises(script_calls, elsewhere):
     assert process.returncode == 1
     assert "KeyError" in process.stderr
     result = deserialize_result(out.read_text())
-    assert type(result.exception) is KeyError
-    assert result.exception.args == ("no entry 4",)
+    assert type(result.exception_object) is KeyError
+    assert result.exception_object.args == ("no entry 4",)
+    assert result.exception == "KeyError('no entry 4')"
     assert "in fail" in result.traceback
 
 
@@ -418,12 +426,30 @@ def test_cli_usage_errors(tmp_path):
 
 
 def test_cli_in_process_returns_status(tmp_path, capsys):
-    assert scalems.call.cli(str(tmp_path / "absent.json"), str(tmp_path / "out.json")) == 2
+    """cli() takes the whole command line, program first, as ``cli(*sys.argv)``."""
+    program = "scalems/call/__main__.py"
+    assert scalems.call.cli(program, str(tmp_path / "absent.json"), str(tmp_path / "out.json")) == 2
     assert "absent.json" in capsys.readouterr().err
     call_file = tmp_path / "call.json"
     call_file.write_text(serialize_call(math.comb, args=(4, 2)))
-    assert scalems.call.cli(str(call_file), str(tmp_path / "out.json")) == 0
+    assert scalems.call.cli(program, str(call_file), str(tmp_path / "out.json")) == 0
     assert deserialize_result((tmp_path / "out.json").read_text()).return_value == 6
+
+
+def test_cli_takes_sys_argv_whole(tmp_path):
+    """The form the seed shows: ``cli(*sys.argv)``, program name first."""
+    (tmp_path / "call.json").write_text(serialize_call(math.comb, args=(6, 3)))
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, scalems.call; sys.exit(scalems.call.cli(*sys.argv))"]
+        + ["call.json", "out.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert deserialize_result((tmp_path / "out.json").read_text()).return_value == 20
 
 
 def test_function_module_missing_at_execution_site(tmp_path, monkeypatch):
@@ -440,8 +466,9 @@ def test_function_module_missing_at_execution_site(tmp_path, monkeypatch):
     process = run_cli(call_file, out, cwd=tmp_path)
     assert process.returncode == 1
     result = deserialize_result(out.read_text())
-    assert isinstance(result.exception, ModuleNotFoundError)
-    assert "only_here" in str(result.exception)
+    assert isinstance(result.exception_object, ModuleNotFoundError)
+    assert "only_here" in str(result.exception_object)
+    assert result.exception.startswith("ModuleNotFoundError(")
 
 
 # --- MPI ------------------------------------------------------------------------------------
@@ -486,9 +513,10 @@ def test_mpi_failure_on_one_rank(mpi_launcher, tmp_path, no_leaked_processes):
     process = run_cli(call_file, out, cwd=tmp_path, mpi_ranks=2)
     assert process.returncode == 1
     result = deserialize_result(out.read_text())
-    assert type(result.exception) is ValueError
-    assert "rank 1" in str(result.exception)
-    assert "bad rank" in str(result.exception)
+    assert type(result.exception_object) is ValueError
+    assert "rank 1" in str(result.exception_object)
+    assert "bad rank" in str(result.exception_object)
+    assert result.exception == "ValueError('MPI rank 1 of 2: bad rank')"
     assert "rank 1" in result.traceback
 
 
@@ -508,3 +536,202 @@ def test_script_function_sees_reassigned_global_data(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False"]
+
+
+# --- the record format of SCALE-MS (seed 004) --------------------------------------------------
+
+# Field names of SCALE-MS's CallPack and ResultPack, written out here so that a change of ours shows.
+SEED_CALLPACK_FIELDS = (
+    "args",
+    "environment",
+    "func",
+    "kwargs",
+    "outputs",
+    "requirements",
+    "skeleton",
+    "decoder",
+    "encoder",
+)
+SEED_RESULTPACK_FIELDS = ("return_value", "exception", "stdout", "stderr", "directory", "decoder", "encoder")
+
+
+def read_like_scale_ms(call_text: str, result_text: str) -> tuple:
+    """A reader written to SCALE-MS's format: it indexes every field and expects no field to be absent."""
+    call, result = json.loads(call_text), json.loads(result_text)
+    call_fields = tuple(call[key] for key in SEED_CALLPACK_FIELDS)
+    return call_fields, tuple(result[key] for key in SEED_RESULTPACK_FIELDS)
+
+
+def test_records_carry_every_seed_field_with_defaults():
+    call = json.loads(serialize_call(scale, args=([1],)))
+    assert set(SEED_CALLPACK_FIELDS) <= set(call)
+    assert set(call) == set(scalems.call.CallPack.__annotations__)
+    assert call["environment"] is None
+    assert call["skeleton"] is None
+    assert call["requirements"] == {}
+    assert call["kwargs"] == {}
+    assert call["outputs"] == list(scalems.call.DEFAULT_OUTPUTS)
+    assert (call["decoder"], call["encoder"]) == ("dill", "dill")
+
+    result = json.loads(execute(serialize_call(scale, args=([1],))))
+    assert set(SEED_RESULTPACK_FIELDS) <= set(result)
+    assert set(result) == set(scalems.call.ResultPack.__annotations__)
+    assert result["exception"] is None
+    assert (result["stdout"], result["stderr"]) == (None, None)
+    assert (result["decoder"], result["encoder"]) == ("dill", "dill")
+
+
+def test_a_reader_of_the_seed_format_indexes_every_field():
+    ok_call = serialize_call(scale, args=([1],))
+    call_fields, result_fields = read_like_scale_ms(ok_call, execute(ok_call))
+    assert dict(zip(SEED_CALLPACK_FIELDS, call_fields))["skeleton"] is None
+    assert dict(zip(SEED_RESULTPACK_FIELDS, result_fields))["exception"] is None
+
+    failing_call = serialize_call(raise_detailed, args=(3,))
+    _, result_fields = read_like_scale_ms(failing_call, execute(failing_call))
+    # The seed documents *exception* as the exception's string representation, readable as is.
+    assert dict(zip(SEED_RESULTPACK_FIELDS, result_fields))["exception"] == "DetailedError('code 3 is bad')"
+
+
+# Written by the previous version of scalems.call, which left out fields at their default and kept
+# the pickled exception in *exception*. Stores of earlier runs hold such records.
+OLD_CALL = (
+    '{"func":"80049511000000000000008c046d617468948c04636f6d629493942e","function":"math.comb",'
+    '"args":["80044b052e","80044b022e"],"kwargs":{},"requirements":{}}'
+)
+OLD_RESULT = '{"return_value":"80044b0a2e","function":"math.comb","directory":"file:///tmp"}'
+OLD_FAILURE = (
+    '{"exception":"80049546000000000000008c0a64696c6c2e5f64696c6c948c0a5f6c6f61645f747970659493948c0a5'
+    '6616c75654572726f7294859452948c116d61746820646f6d61696e206572726f7294859452942e",'
+    '"traceback":"ValueError: math domain error\\n","function":"math.sqrt","directory":"file:///tmp"}'
+)
+
+
+def test_records_of_the_previous_version_still_decode():
+    call = deserialize_call(OLD_CALL)
+    assert call.func is math.comb and call.args == (5, 2)
+    assert call.outputs == list(scalems.call.DEFAULT_OUTPUTS)
+    assert (call.environment, call.skeleton, call.comm_arg) == (None, None, None)
+    assert deserialize_result(execute(OLD_CALL)).return_value == 10
+
+    result = deserialize_result(OLD_RESULT)
+    assert (result.return_value, result.exception, result.exception_object) == (10, None, None)
+    assert result.directory == "file:///tmp"
+
+    failure = deserialize_result(OLD_FAILURE)
+    assert type(failure.exception_object) is ValueError
+    assert str(failure.exception_object) == "math domain error"
+    assert failure.exception == "ValueError('math domain error')"
+    assert failure.traceback == "ValueError: math domain error\n"
+
+
+def test_result_with_only_the_exception_text_is_a_failure():
+    """A writer that follows the seed's documentation sends the text and nothing to unpickle."""
+    record = dict.fromkeys(SEED_RESULTPACK_FIELDS)
+    record.update(exception="ValueError('x')", decoder="dill", encoder="dill")
+    text = json.dumps(record)
+    result = deserialize_result(text)
+    assert result.exception == "ValueError('x')"
+    assert type(result.exception_object) is RuntimeError
+    assert str(result.exception_object) == "ValueError('x')"
+
+
+def test_exception_is_text_and_the_object_is_kept_beside_it():
+    call = Call(func=raise_detailed, args=(5,))
+    result = main(call)
+    assert result.exception == repr(result.exception_object) == "DetailedError('code 5 is bad')"
+    assert type(result.exception_object) is DetailedError and result.exception_object.code == 5
+    # Code that still hands the exception to *exception* gets the same split.
+    legacy = CallResult(exception=KeyError("k"))
+    assert legacy.exception == "KeyError('k')"
+    assert type(legacy.exception_object) is KeyError
+    assert CallResult().exception is None and CallResult().exception_object is None
+
+
+# --- the subprocess description (function_call_to_subprocess) ---------------------------------------
+
+
+def run_subprocess(sub: scalems.call.Subprocess, workdir: pathlib.Path, launcher=()) -> CallResult:
+    """Run *sub* as a backend would: stage its inputs into *workdir*, run, read the first output.
+
+    Like the backends, give the process this interpreter's import path: functions of this
+    module are pickled by reference to it.
+    """
+    workdir.mkdir()
+    for name, source in sub.input_filenames.items():
+        shutil.copyfile(source, workdir / name)
+    done = subprocess.run(
+        [*launcher, sub.executable, *sub.arguments],
+        cwd=workdir,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return deserialize_result((workdir / sub.output_filenames[0]).read_text())
+
+
+@pytest.fixture
+def manager(tmp_path):
+    """A real workflow manager, not started: only its directory is needed."""
+    import scalems.local
+    from scalems.workflow.manager import WorkflowManager
+
+    return WorkflowManager(scalems.local.backend_factory, directory=tmp_path / "workflow")
+
+
+def test_function_call_to_subprocess_runs_the_call(manager, tmp_path):
+    sub = scalems.call.function_call_to_subprocess(
+        scale, label="scale 1/2", args=([1, 2],), kwargs={"factor": 5}, manager=manager
+    )
+    assert sub.uid == "scale 1/2"
+    assert sub.executable == sys.executable
+    assert sub.requirements == {}
+    (input_name, source), = sub.input_filenames.items()
+    assert source.parent == manager.directory / "scalems_calls"
+    assert sub.output_filenames == (input_name.replace("-input.json", "-output.json"),)
+    assert os.sep not in input_name and " " not in input_name
+    assert sorted(p.name for p in manager.directory.iterdir()) == ["scalems_calls"]  # the store is not used
+
+    result = run_subprocess(sub, tmp_path / "task")
+    assert result.exception is None
+    assert result.return_value == [5, 10]
+    assert result.directory == (tmp_path / "task").as_uri()
+
+
+def test_function_call_to_subprocess_reports_a_raising_call(manager, tmp_path):
+    sub = scalems.call.function_call_to_subprocess(raise_detailed, label="fails", args=(9,), manager=manager)
+    result = run_subprocess(sub, tmp_path / "task")
+    assert result.exception == "DetailedError('code 9 is bad')"
+    assert result.exception_object.code == 9
+
+
+def test_call_to_subprocess_for_backends(tmp_path):
+    """Backends start from the call text they hold; the requirements come from the record."""
+    call = serialize_call(math.comb, args=(5, 2), requirements={"ranks": 1, "cores_per_rank": 2})
+    sub = scalems.call.call_to_subprocess(call, label="job-1", directory=tmp_path / "job", python="/opt/python3")
+    assert sub.executable == "/opt/python3"
+    assert sub.arguments == ("-m", "scalems.call", "job-1-input.json", "job-1-output.json")  # no -X for others
+    assert sub.requirements == {"ranks": 1, "cores_per_rank": 2}
+    assert sub.input_filenames["job-1-input.json"].read_text() == call
+    assert scalems.call.call_file_names("job-1") == ("job-1-input.json", "job-1-output.json")
+    with pytest.raises(ProtocolError):
+        scalems.call.call_to_subprocess("{}", label="bad", directory=tmp_path / "bad")
+
+
+def test_function_call_to_subprocess_needs_a_directory():
+    with pytest.raises(TypeError, match="directory"):
+        scalems.call.function_call_to_subprocess(scale, label="x", args=([1],), manager=object())
+
+
+@pytest.mark.mpi
+def test_function_call_to_subprocess_under_mpiexec(mpi_launcher, manager, tmp_path, no_leaked_processes):
+    sub = scalems.call.function_call_to_subprocess(
+        lambda comm: comm.Get_rank() * 10, label="ranks", manager=manager, requirements={"ranks": 2}
+    )
+    assert sub.requirements["ranks"] == 2
+    result = run_subprocess(sub, tmp_path / "task", launcher=(_mpiexec(), "-n", str(sub.requirements["ranks"])))
+    assert result.exception is None
+    assert result.return_value == [0, 10]

@@ -143,7 +143,7 @@ def test_function_calls_return_values_and_exceptions(rp_backend, tmp_path):
     assert all(isinstance(o, FunctionOutcome) and o.error is None for o in outcomes), outcomes
     assert scalems.call.deserialize_result(outcomes[0].result).return_value == 5.0
     raised = scalems.call.deserialize_result(outcomes[1].result)
-    assert isinstance(raised.exception, ValueError)
+    assert isinstance(raised.exception_object, ValueError)
     json.loads(outcomes[0].result)
 
 

@@ -226,7 +226,7 @@ def test_run_work_item_returns_only_strings_for_calls():
     text = run_work_item({"call": _job(SCRIPT["make_set"]).call})
     assert isinstance(text, str) and _value(text) == {1, 2, 3}
     text = run_work_item({"call": _job(SCRIPT["fail"], 5).call})
-    assert isinstance(scalems.call.deserialize_result(text).exception, ValueError)
+    assert isinstance(scalems.call.deserialize_result(text).exception_object, ValueError)
     # Per-rank envelope on more than one rank, with the communicator passed as asked.
     job = _job(SCRIPT["mpi_info"], tag="t", ranks=2, comm_arg="comm")
     envelope = run_work_item({"call": job.call, "comm_arg_name": "comm", "ranks": 2}, comm=_FakeComm(1, 2))
@@ -395,7 +395,7 @@ def test_failures_and_unencodable_values_stay_isolated(client, loop):
 
     failed, a_set, a_point, later = loop.run_until_complete(run_all())
     result = scalems.call.deserialize_result(failed.result)
-    assert isinstance(result.exception, ValueError) and "boom 7" in str(result.exception)
+    assert isinstance(result.exception_object, ValueError) and "boom 7" in str(result.exception_object)
     assert "boom 7" in result.traceback
     assert _value(a_set.result) == {1, 2, 3}
     assert _value(a_point.result) == SCRIPT["Point"](1, 2)

@@ -5,4 +5,4 @@ import sys
 from scalems.call import cli
 
 if __name__ == "__main__":
-    sys.exit(cli(*sys.argv[1:]))
+    sys.exit(cli(*sys.argv))

@@ -456,7 +456,7 @@ def decode_function_result(task: Task, text: typing.Union[str, bytes]):
 
     result = scalems.call.deserialize_result(text)
     if result.exception is not None:
-        exc = result.exception
+        exc = result.exception_object
         error = TaskFailedError(
             task.label,
             uid=task.uid,
