@@ -42,3 +42,16 @@ def test_function_with_two_ranks_gets_a_communicator(tmp_path):
         assert task.result(timeout=120) == [("x", 0, 2), ("x", 1, 2)]
         summed = scalems.function_task(first_positional, args=(5,), resources={"ranks": 2}, comm_arg="")
         assert summed.result(timeout=120) == [10, 10]
+
+
+def drives_mpi_itself(label):
+    """A function that uses MPI on its own (an engine's Python driver): it takes no communicator."""
+    from mpi4py import MPI
+
+    return label, MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def test_function_with_comm_arg_false_runs_on_every_rank_without_a_communicator(tmp_path):
+    with scalems.local.workflow(directory=tmp_path, cores=2, progress=False):
+        task = scalems.function_task(drives_mpi_itself, args=("y",), resources={"ranks": 2}, comm_arg=False)
+        assert task.result(timeout=120) == [("y", 0, 2), ("y", 1, 2)]

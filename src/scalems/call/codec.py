@@ -82,7 +82,8 @@ class Call:
         requirements: run time requirements (``ranks`` and the like); not passed to *func*.
         comm_arg: how *func* receives an MPI communicator: None (not at all, unless
             ``ranks > 1``, then as keyword ``comm``), ``""`` (first positional
-            argument) or a keyword name.
+            argument), a keyword name, or False (never: a function that drives an
+            MPI program itself still runs on every rank).
         environment: environment variables set while *func* runs.
         skeleton: URI of an archive of working-directory files; carried, not acted on.
         outputs: :class:`CallResult` fields to report.
@@ -161,8 +162,11 @@ def ranks_of(requirements: typing.Mapping | None) -> int:
     return 1 if ranks is None else ranks
 
 
-def comm_keyword(comm_arg: str | None, ranks: int) -> str | None:
-    """How a communicator is passed: *comm_arg*, or keyword ``comm`` for a multi-rank call that names none."""
+def comm_keyword(comm_arg: str | bool | None, ranks: int) -> str | None:
+    """How a communicator is passed: *comm_arg*, or keyword ``comm`` for a multi-rank call that names
+    none; None when it is not passed at all (``comm_arg=False`` opts out)."""
+    if comm_arg is False:
+        return None
     if comm_arg is None and ranks > 1:
         return "comm"
     return comm_arg
@@ -253,9 +257,11 @@ def serialize_call(
     ranks = ranks_of(requirements)
     if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
         raise ConfigurationError(f"requirements['ranks'] must be an integer >= 1, got {ranks!r}")
-    if comm_arg is not None and (not isinstance(comm_arg, str) or (comm_arg and not comm_arg.isidentifier())):
+    if comm_arg is not None and comm_arg is not False and (
+        not isinstance(comm_arg, str) or (comm_arg and not comm_arg.isidentifier())
+    ):
         raise ConfigurationError(
-            f"comm_arg must be None, '' (first positional argument) or a keyword name, got {comm_arg!r}"
+            f"comm_arg must be None, '' (first positional argument), a keyword name or False, got {comm_arg!r}"
         )
     keyword = comm_keyword(comm_arg, ranks)
     if keyword and keyword in kwargs:

@@ -159,9 +159,9 @@ def execute(call_text: str | bytes, *, comm=None) -> str:
 
 
 def needs_mpi(record: typing.Mapping) -> bool:
-    """True if the call in *record* takes a communicator, so it runs on every rank of COMM_WORLD."""
+    """True if the call in *record* runs on every rank of COMM_WORLD: it has ranks or takes a communicator."""
     ranks = ranks_of(record.get("requirements") or {})
-    return comm_keyword(record.get("comm_arg"), ranks) is not None
+    return ranks > 1 or comm_keyword(record.get("comm_arg"), ranks) is not None
 
 
 def _world():

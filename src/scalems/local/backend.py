@@ -247,25 +247,26 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
             return FunctionOutcome(error=str(error))
 
     async def _run_function_mpi(self, job: FunctionJob) -> FunctionOutcome:
+        import scalems.call
+
         directory = job.directory
-        (directory / "call.json").write_text(job.call)
-        argv = [sys.executable, "-m", "scalems.call", "call.json", "result.json"]
+        process = scalems.call.call_to_subprocess(job.call, label=job.label, directory=directory)
         outcome = await self.run_executable(
             ExecutableJob(
                 uid=job.uid,
                 label=job.label,
                 directory=directory,
-                argv=argv,
+                argv=[process.executable, *process.arguments],
                 # Functions pickled by reference must import from where the workflow script imports.
                 env={"PYTHONPATH": os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)},
                 stdin=None,
                 stdout="stdout",
                 stderr="stderr",
-                outputs=["result.json"],
+                outputs=list(process.output_filenames),
                 resources=job.resources,
             )
         )
-        result = directory / "result.json"
+        result = directory / process.output_filenames[0]
         if outcome.error is not None:
             return FunctionOutcome(error=outcome.error)
         if not result.exists():
