@@ -82,7 +82,7 @@ def test_changed_input_given_as_str_reruns_that_task_and_its_dependents(make_wor
         reader, copy, other = body()
         assert [t.result(timeout=120) is not None for t in (reader, copy, other)]
         assert (reader.from_cache, copy.from_cache, other.from_cache) == (False, False, True)
-    assert counter.read_text() == "x\ny\nx\n"
+    assert sorted(counter.read_text().split()) == ["x", "x", "y"]  # only the reader ran again
 
 
 def test_cache_false_always_runs(make_workflow, tool, tmp_path):

@@ -70,7 +70,18 @@ _group = parser.add_argument_group("scalems.local")
 _group.add_argument(
     "--cores", type=_positive_int, default=None, help="Cores that tasks may use at once (default: all cores)."
 )
-_group.add_argument("--gpus", type=_nonnegative_int, default=0, help="GPUs that tasks may use at once (default: 0).")
+_group.add_argument(
+    "--gpus",
+    type=_nonnegative_int,
+    default=None,
+    help="GPUs that tasks may use at once (default: the NVIDIA and AMD GPUs found, or those CUDA_VISIBLE_DEVICES names).",
+)
+_group.add_argument(
+    "--no-bind",
+    dest="bind",
+    action="store_false",
+    help="Do not pin each task's processes to the cores it reserved (default: pin, so tasks never share a core).",
+)
 _group.add_argument(
     "--mpi-launcher",
     metavar="COMMAND",
@@ -82,7 +93,7 @@ scalems.invocation.add_script_arguments(parser)
 
 def configuration(args: argparse.Namespace) -> LocalConfiguration:
     """Backend configuration from parsed command-line arguments."""
-    return LocalConfiguration(cores=args.cores, gpus=args.gpus, mpi_launcher=args.mpi_launcher)
+    return LocalConfiguration(cores=args.cores, gpus=args.gpus, mpi_launcher=args.mpi_launcher, bind=args.bind)
 
 
 def workflow_manager(
@@ -90,8 +101,9 @@ def workflow_manager(
     directory: typing.Optional[os.PathLike] = None,
     *,
     cores: typing.Optional[int] = None,
-    gpus: int = 0,
+    gpus: typing.Optional[int] = None,
     mpi_launcher: typing.Optional[str] = None,
+    bind: bool = True,
     use_cache: bool = True,
     progress: typing.Optional[bool] = None,
 ):
@@ -103,7 +115,7 @@ def workflow_manager(
     """
     from scalems.workflow.manager import WorkflowManager
 
-    config = LocalConfiguration(cores=cores, gpus=gpus, mpi_launcher=mpi_launcher)
+    config = LocalConfiguration(cores=cores, gpus=gpus, mpi_launcher=mpi_launcher, bind=bind)
     return WorkflowManager(backend_factory, config, directory=directory, use_cache=use_cache, progress=progress)
 
 

@@ -24,8 +24,9 @@ from scalems.execution import (
     Resources,
     place_inputs,
 )
-from .children import spawn
+from .children import SPAWNS_IN_PLACE, spawn
 from .guardian import Guardian, end_leftovers
+from .placement import GPU_VARIABLES, SlotMap, detect_gpus, pinned_to, usable_cpus
 from .worker_pool import QUEUE_DEPTH, WorkerDied, WorkerPool
 
 #: The local backend's own folder in the work directory (the guardian's records of running processes).
@@ -50,21 +51,25 @@ class LocalConfiguration:
 
     Attributes:
         cores: cores tasks may use at once (default: all cores of this machine).
-        gpus: GPUs tasks may use at once.
+        gpus: GPUs tasks may use at once (default: the GPUs found, see :func:`~.placement.detect_gpus`).
         mpi_launcher: command prefix for tasks with ``ranks > 1``; ``{ranks}`` is replaced.
         grace_period: seconds between SIGTERM and SIGKILL when stopping a task.
+        bind: pin each executable task's processes to the cores it reserved (``--no-bind``: don't).
     """
 
     cores: typing.Optional[int] = None
-    gpus: int = 0
+    gpus: typing.Optional[int] = None
     mpi_launcher: typing.Optional[str] = None
     grace_period: float = 5.0
+    bind: bool = True
 
     def __post_init__(self):
         if self.cores is None:
             self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if not isinstance(self.cores, int) or self.cores < 1:
             raise ConfigurationError(f"cores must be a positive integer, got {self.cores!r}")
+        if self.gpus is None:
+            self.gpus = len(detect_gpus())
         if not isinstance(self.gpus, int) or self.gpus < 0:
             raise ConfigurationError(f"gpus must be a non-negative integer, got {self.gpus!r}")
         if self.mpi_launcher is None:
@@ -116,6 +121,12 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
         self._processes: set = set()
         self._null_fd: typing.Optional[int] = None
         self._guardian: typing.Optional[Guardian] = None
+        cpus = usable_cpus()
+        self._bind = config.bind and SPAWNS_IN_PLACE and hasattr(os, "sched_setaffinity")
+        self._cores = SlotMap([cpus[i % len(cpus)] for i in range(config.cores)])
+        found = detect_gpus()
+        self._gpus = SlotMap([*found[: config.gpus], *(str(i) for i in range(len(found), config.gpus))])
+        self._environments: dict = {}  # OMP_NUM_THREADS -> the inherited environment with it set
 
     async def runtime_startup(self) -> WorkerPool:
         config = self.configuration()
@@ -158,10 +169,34 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
                     "Install one (pip install 'scalems[mpi]') or choose it with --mpi-launcher.",
                 )
             argv = launcher + argv
-        env = None
-        if job.env:
-            env = dict(os.environ)
-            env.update(job.env)
+        resources = job.resources
+        cores = self._cores.take(resources.cores) if self._bind else None
+        gpus = self._gpus.take(resources.gpus) if resources.gpus else None
+        try:
+            return await self._spawn_and_wait(job, argv, cores, gpus)
+        finally:
+            if cores:
+                self._cores.give(cores)
+            if gpus:
+                self._gpus.give(gpus)
+
+    def _environment(self, job: ExecutableJob, gpus) -> dict:
+        """The task's environment: inherited, ``OMP_NUM_THREADS`` = cores per rank, its GPUs, its ``env``."""
+        threads = str(job.resources.cores_per_rank)
+        if not job.env and not gpus:
+            env = self._environments.get(threads)
+            if env is None:
+                env = self._environments[threads] = {**os.environ, "OMP_NUM_THREADS": threads}
+            return env
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        if gpus:
+            devices = ",".join(self._gpus.names_of(gpus))
+            env.update(dict.fromkeys(GPU_VARIABLES, devices))
+        env.update(job.env)  # the task's own settings win
+        return env
+
+    async def _spawn_and_wait(self, job: ExecutableJob, argv: list, cores, gpus) -> ExecutableOutcome:
+        env = self._environment(job, gpus)
         directory = os.fspath(job.directory)
         # Plain descriptors: the child inherits them; Python file objects would only add cost.
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -177,9 +212,10 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
             err = os.open(os.path.join(directory, job.stderr), flags, 0o644)
             fds.append(err)
             try:
-                process = await spawn(
-                    argv, cwd=directory, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True
-                )
+                with pinned_to(self._cores.names_of(cores) if cores else None):
+                    process = await spawn(
+                        argv, cwd=directory, stdin=stdin, stdout=out, stderr=err, env=env, start_new_session=True
+                    )
             except FileNotFoundError:
                 return ExecutableOutcome(None, error=_not_found(argv[0], env))
             except PermissionError:

@@ -29,6 +29,7 @@ import types
 import typing
 import weakref
 
+from scalems.exceptions import StoreError
 from scalems.file import FileReference, OutputFile
 
 #: Bump when the encoding changes, so old records are not mistaken for new ones.
@@ -174,7 +175,12 @@ class Encoder:
         on this machine (it may exist only where the task runs, as on a remote resource).
         """
         found = find_program(program, search_path)
-        return None if found is None else self._digest_file(pathlib.Path(found))
+        if found is None:
+            return None
+        try:
+            return self._digest_file(found)  # one stat when the memo knows the file
+        except (OSError, StoreError):  # gone, or not a regular file: it may exist where the task runs
+            return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -187,16 +193,14 @@ def _on_path(name: str, search_path: str) -> typing.Optional[str]:
 
 
 def find_program(program: str, search_path: typing.Optional[str] = None) -> typing.Optional[str]:
-    """The executable file *program* names: an absolute path, or a name looked up on the search path.
+    """The file *program* names: an absolute path (not checked here), or a name looked up on the search path.
 
     A relative path (``./run.sh``) is relative to the task's directory when it runs, so it names
     nothing here: None. A small ``shutil.which`` (shutil would add a dozen modules to every run's
     start-up); lookups by name are remembered for the run.
     """
     if os.sep in program:
-        if os.path.isabs(program) and os.path.isfile(program) and os.access(program, os.X_OK):
-            return program
-        return None
+        return program if os.path.isabs(program) else None
     if search_path is None:
         search_path = os.environ.get("PATH", os.defpath)
     return _on_path(program, search_path)

@@ -17,6 +17,7 @@ __all__ = (
     "normalize_argv",
 )
 
+import functools
 import os
 import pathlib
 import typing
@@ -270,9 +271,9 @@ def executable_spec(
         stdin = "".join(line if line.endswith("\n") else line + "\n" for line in stdin)
     elif stdin is not None and not isinstance(stdin, str):
         raise TypeError(f"stdin must be text or a list of lines, got {type(stdin).__name__}")
-    env = {str(k): str(v) for k, v in (env or {}).items()}
-    for name in (stdout, stderr):
-        OutputFile(name)  # validates: relative, inside the task directory
+    env = {str(k): str(v) for k, v in (env or {}).items()} if env else {}
+    _check_stream(stdout)
+    _check_stream(stderr)
     if stdout == stderr:
         raise ValueError(f"stdout and stderr must be different files (both are {stdout!r})")
     flagged_inputs, placed = _split_inputs(inputs)
@@ -297,6 +298,12 @@ def executable_spec(
     if clash:
         raise ValueError(f"input file name(s) {sorted(clash)} clash with output or stdout/stderr file names")
     return spec
+
+
+@functools.lru_cache(maxsize=64)
+def _check_stream(name) -> None:
+    """A stdout/stderr file name must be relative and inside the task directory (few names, checked once)."""
+    OutputFile(name)
 
 
 def _input_path(value, what: str):
