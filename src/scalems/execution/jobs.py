@@ -163,10 +163,12 @@ class ExecutableOutcome(typing.NamedTuple):
     Attributes:
         exitcode: the exit status (negative: killed by that signal), or None if it never started.
         error: why the program could not be run at all (missing program, staging failure), if so.
+        where: where it ran, for the run history ("cores 0-1", an RP task id), if the backend says.
     """
 
     exitcode: typing.Optional[int]
     error: typing.Optional[str] = None
+    where: typing.Optional[str] = None
 
 
 class FunctionOutcome(typing.NamedTuple):
@@ -176,10 +178,12 @@ class FunctionOutcome(typing.NamedTuple):
         result: the serialized result record (JSON text from :func:`scalems.call.serialize_result`),
             or, for a call with ``ranks > 1``, a list of them, one per rank.
         error: why the call could not be run at all (worker died, launch failed), if so.
+        where: where it ran, for the run history ("worker 4242", an RP task id), if the backend says.
     """
 
     result: typing.Union[None, str, list] = None
     error: typing.Optional[str] = None
+    where: typing.Optional[str] = None
 
 
 Job = typing.Union[ExecutableJob, FunctionJob]

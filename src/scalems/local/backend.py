@@ -236,7 +236,7 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
         finally:
             self._processes.discard(process)
             guardian.unregister(process.pid)
-        return ExecutableOutcome(exitcode)
+        return ExecutableOutcome(exitcode, where=_where(self._cores.names_of(cores)) if cores else "local")
 
     def _devnull(self) -> int:
         """One /dev/null descriptor for every task's stdin (Popen would open and close one each time)."""
@@ -278,9 +278,10 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
         if job.resources.ranks > 1:
             return await self._run_function_mpi(job)
         try:
-            return FunctionOutcome(result=await self.runtime.run(job.call))
+            result, pid = await self.runtime.run_on(job.call)
         except WorkerDied as error:
             return FunctionOutcome(error=str(error))
+        return FunctionOutcome(result=result, where=f"worker {pid}")
 
     async def _run_function_mpi(self, job: FunctionJob) -> FunctionOutcome:
         import scalems.call
@@ -310,7 +311,14 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
                 error=f"the MPI call exited with status {outcome.exitcode} without writing a result "
                 f"(see {directory / 'stderr'})"
             )
-        return FunctionOutcome(result=result.read_text())
+        return FunctionOutcome(result=result.read_text(), where=outcome.where)
+
+
+def _where(cpus: list) -> str:
+    """``cores 0-3`` or ``cores 0,2``: the CPUs a task was pinned to, for the run history."""
+    if len(cpus) > 1 and cpus == list(range(cpus[0], cpus[0] + len(cpus))):
+        return f"cores {cpus[0]}-{cpus[-1]}"
+    return "cores " + ",".join(map(str, cpus))
 
 
 def _not_found(program: str, env) -> str:

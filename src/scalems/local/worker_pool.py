@@ -306,6 +306,10 @@ class WorkerPool:
         Raises:
             WorkerDied: the worker exited before replying (the call may have crashed it).
         """
+        return (await self.run_on(call_text))[0]
+
+    async def run_on(self, call_text: str) -> tuple:
+        """:meth:`run`, and the pid of the worker that ran the call: ``(result, pid)``."""
         loop = asyncio.get_running_loop()
         while True:
             if self._closed:
@@ -324,7 +328,7 @@ class WorkerPool:
         if worker not in self._to_flush:
             self._to_flush.append(worker)
         try:
-            return await call.future
+            return await call.future, worker.pid
         except asyncio.CancelledError:
             if worker.alive and call in worker.pending:
                 if worker.pending[0] is call:

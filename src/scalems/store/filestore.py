@@ -5,7 +5,8 @@ Layout (the directory name carries the layout version)::
     scalems_0_0/
         lock            flock'ed by the owning process (lock.py)
         owner.json      who owns it; removed on a clean close
-        record.sqlite   task records and the input-digest memo (record.py), + -wal/-shm
+        record.sqlite   task records, the input-digest memo (record.py) and the run history
+                        (history.py), + -wal/-shm
         files/<aa>/<sha256>   content-addressed files (files.py)
         tmp/            temporaries, renamed into files/ when complete
 
@@ -31,6 +32,7 @@ import typing
 
 from scalems.exceptions import StoreError
 from .files import ContentStore, FileRecord, hash_file
+from .history import ATTEMPT_INSERT, RUN_UPSERT
 from .lock import OwnerLock
 from .record import Record, TaskRecord
 
@@ -313,6 +315,23 @@ class FileStore:
                 )
             checked[str(name)] = record
         self._record.put(TaskRecord(uid, label, kind, state, result, checked, error, time.time()))
+
+    # --- the run history (see .history) ---
+
+    def begin_run(self) -> int:
+        """The id of a new run (1 for the first run of this work directory)."""
+        self._check()
+        return self._record.scalar("SELECT coalesce(max(id), 0) + 1 FROM run")
+
+    def record_run(self, row: tuple) -> None:
+        """Insert or refresh a run's row (the columns of :data:`.history.RUN_UPSERT`). Buffered."""
+        self._check()
+        self._record.append(RUN_UPSERT, row)
+
+    def record_attempts(self, rows: list) -> None:
+        """Record finished attempts (rows of :class:`.history.AttemptInfo`'s columns). Buffered."""
+        self._check()
+        self._record.append(ATTEMPT_INSERT, *rows)
 
     def forget_task(self, uid: str) -> None:
         """Drop the record of *uid* (its files stay: other records may share them)."""

@@ -35,11 +35,13 @@ import typing
 
 from scalems.exceptions import DuplicateKeyError, StoreError
 from .files import FileRecord
+from .history import HISTORY_SCHEMA
 
 logger = logging.getLogger(__name__)
 
-#: ``PRAGMA user_version`` of the database layout written by this module.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of the database layout written by this module
+#: (2: the run history of :mod:`.history` was added; a layout-1 record gains it when opened).
+SCHEMA_VERSION = 2
 #: The state that makes a record final.
 COMPLETE = "complete"
 
@@ -133,6 +135,9 @@ class Record:
         self._pending: dict[str, typing.Any] = {}
         # path -> memo row (without path)
         self._pending_memo: dict[str, tuple] = {}
+        # SQL statement -> rows for it (the run history), committed with the rest.
+        self._pending_rows: dict[str, list] = {}
+        self._row_count = 0
         # uid -> None for every committed row (loaded on first use), or the row's
         # (kind, result, files) read ahead for get_complete(), handed out once.
         self._stored: typing.Optional[dict[str, typing.Optional[tuple]]] = None
@@ -164,13 +169,14 @@ class Record:
             # Checkpoints fsync; with bursts of batches, fewer and larger ones are cheaper.
             conn.execute("PRAGMA wal_autocheckpoint=4000")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                schema = {0: _SCHEMA + HISTORY_SCHEMA, 1: HISTORY_SCHEMA}.get(version, "")
+                for statement in schema.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={max(version, SCHEMA_VERSION)}")
                 conn.execute("COMMIT")
             elif version > SCHEMA_VERSION:
                 raise StoreError(
@@ -212,6 +218,7 @@ class Record:
                 conn, self._conn = self._conn, None
                 self._pending.clear()
                 self._pending_memo.clear()
+                self._pending_rows.clear()
                 conn.close()  # checkpoints the WAL into the database
 
     def abandon(self) -> typing.Optional[sqlite3.Connection]:
@@ -219,6 +226,7 @@ class Record:
         conn, self._conn = self._conn, None
         self._pending = {}
         self._pending_memo = {}
+        self._pending_rows = {}
         self._stored = None
         self._flusher = None
         self._lock = threading.RLock()
@@ -406,13 +414,32 @@ class Record:
             self._pending_memo[path] = (_int64(dev), _int64(ino), size, mtime_ns, hashed_ns, digest)
             self._wrote()
 
+    # --- other tables (the run history) ---
+
+    def append(self, statement: str, *rows: tuple) -> None:
+        """Buffer rows for *statement* (an INSERT of :mod:`.history`), committed with the next batch."""
+        with self._lock:
+            pending = self._pending_rows.get(statement)
+            if pending is None:
+                pending = self._pending_rows[statement] = []
+            pending.extend(rows)
+            self._row_count += len(rows)
+            self._wrote(len(rows))
+
+    def scalar(self, query: str, parameters: tuple = ()):
+        """The first column of the first row of a read query over committed data."""
+        self.flush()
+        with self._lock:
+            row = self._conn.execute(query, parameters).fetchone()
+        return None if row is None else row[0]
+
     # --- batching ---
 
-    def _wrote(self):
-        """Bookkeeping after buffering one write (lock held)."""
+    def _wrote(self, added: int = 1):
+        """Bookkeeping after buffering *added* writes (lock held)."""
         now = time.monotonic()
-        size = len(self._pending) + len(self._pending_memo)
-        if size == 1:
+        size = len(self._pending) + len(self._pending_memo) + self._row_count
+        if size == added:  # the buffer was empty
             self._oldest = now
             if self._flusher is None:
                 self._flusher = threading.Thread(
@@ -438,7 +465,7 @@ class Record:
             self._flush_locked()
 
     def _flush_locked(self):
-        if not self._pending and not self._pending_memo:
+        if not self._pending and not self._pending_memo and not self._pending_rows:
             return
         conn = self._conn
         records, forgotten = [], []
@@ -458,6 +485,8 @@ class Record:
                 )
             if memo:
                 conn.executemany("INSERT OR REPLACE INTO digest_memo VALUES (?,?,?,?,?,?,?)", memo)
+            for statement, rows in self._pending_rows.items():
+                conn.executemany(statement, rows)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -478,15 +507,17 @@ class Record:
                     stored[uid] = None  # committed; a read-ahead copy would be stale
         self._pending.clear()
         self._pending_memo.clear()
+        self._pending_rows.clear()
+        self._row_count = 0
 
     def _flusher_main(self):
         """Commit the buffer once its oldest write is max_delay old; exit after a quiet spell."""
         with self._lock:
             try:
                 while not self._closing and self._conn is not None:
-                    if not self._pending and not self._pending_memo:
+                    if not self._pending and not self._pending_memo and not self._pending_rows:
                         if not self._cond.wait(timeout=max(1.0, 5 * self.max_delay)):
-                            if not self._pending and not self._pending_memo:
+                            if not self._pending and not self._pending_memo and not self._pending_rows:
                                 return
                         continue
                     delay = self._oldest + self.max_delay - time.monotonic()

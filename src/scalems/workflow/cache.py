@@ -6,6 +6,9 @@ the result of a run is recorded under the same key. The record is the work
 directory's store (:mod:`scalems.store`): the only place in the workflow layer
 that touches it, so backends never see it.
 
+It also keeps the run history (:mod:`scalems.store.history`): one row per run
+and one per attempt, which ``python -m scalems status`` and ``report`` read.
+
 Writes are buffered by the store's record and committed by its own flusher
 within a fraction of a second, so a crash loses at most that tail.
 """
@@ -18,6 +21,8 @@ import asyncio
 import json
 import logging
 import os
+import socket
+import time
 import typing
 
 from scalems.store import FileStore
@@ -37,6 +42,68 @@ class ResultCache:
         self.use_cache = use_cache
         #: Content digest of an input file (memoized by stat): the identity stage's digest source.
         self.digest_file = store.file_digest
+        self.host = socket.gethostname()
+        self.run: typing.Optional[int] = None
+        self._run_row: typing.Optional[list] = None
+        self._attempts: list = []  # finished attempts not yet handed to the store (they go in batches)
+
+    # ---- the run history ----------------------------------------------------------------------
+    def begin_run(self, backend: str, budget) -> int:
+        """Start this run's history row; *budget* is the backend's limiter total (None: it queues work)."""
+        self.run = self.store.begin_run()
+        total = None if budget is None else {"cores": budget.cores, "gpus": budget.gpus}
+        self._run_row = [self.run, time.time(), None, os.getpid(), self.host, backend, json.dumps(total), "{}", "[]", None]
+        self.store.record_run(tuple(self._run_row))
+        return self.run
+
+    def refresh_run(self, counts: dict, running: typing.Iterable[str]) -> None:
+        """Counts and running labels of a live run, for ``status`` in another process."""
+        self._hand_over_attempts()
+        row = self._run_row
+        row[7], row[8] = json.dumps(counts), json.dumps(list(running))
+        self.store.record_run(tuple(row))
+
+    def end_run(self, counts: dict, tasks: typing.Iterable[Task]) -> None:
+        """The run is over: its counts and which tasks it had and how each ended.
+
+        Finished tasks are listed by uid only (the record has the rest; a large ensemble's list
+        costs a millisecond); the others (failed, not run because a task they need failed,
+        cancelled, unfinished) with label, state and reason.
+        """
+        listed: dict = {"done": [], "cached": []}
+        other = []
+        for task in tasks:
+            state = task._state.value
+            if task._cached:
+                listed["cached"].append(task.uid)
+            elif state == "done":
+                listed["done"].append(task.uid)
+            else:
+                reason = task._exception
+                other.append([task.uid, task.label, task.kind, state, None if reason is None else str(reason)])
+        summary = {key: "".join(uids) for key, uids in listed.items()}
+        summary["other"] = other
+        self._hand_over_attempts()
+        row = self._run_row
+        row[2], row[7], row[8], row[9] = time.time(), json.dumps(counts), "[]", json.dumps(summary)
+        self.store.record_run(tuple(row))
+
+    def record_attempt(
+        self, task: Task, attempt: int, started: float, outcome: str, place=None, exitcode=None, error=None
+    ) -> None:
+        """Keep a finished attempt for the history (handed to the store in batches: one append per
+        attempt would cost an ensemble of tiny calls several per cent)."""
+        attempts = self._attempts
+        attempts.append(
+            (task.uid, self.run, attempt, task.label, task.kind, started, time.time(), self.host, place, outcome, exitcode, error)
+        )
+        if len(attempts) >= 256:
+            self._hand_over_attempts()
+
+    def _hand_over_attempts(self) -> None:
+        attempts, self._attempts = self._attempts, []
+        if attempts:
+            self.store.record_attempts(attempts)
 
     def lookup(self, uid: str) -> typing.Optional[tuple]:
         """``(kind, result, files)`` recorded for *uid*, or None (always None with ``use_cache=False``)."""
@@ -95,6 +162,7 @@ class ResultCache:
 
     def flush(self) -> None:
         self.store.flush()
+
 
     async def _store_outputs(self, directory: str, names) -> dict:
         found, total = [], 0

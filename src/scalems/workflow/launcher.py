@@ -12,9 +12,11 @@ from __future__ import annotations
 
 __all__ = ("Launcher",)
 
+import asyncio
 import json
 import os
 import pathlib
+import time
 
 from scalems.exceptions import ProtocolError, TaskFailedError, TaskTimeoutError
 from scalems.execution.backend import Backend
@@ -37,24 +39,48 @@ class Launcher:
     def __init__(self, backend: Backend, cache: ResultCache):
         self.backend = backend
         self.cache = cache
+        self._started: dict = {}  # (uid, attempt) -> when it started, while it runs
+        self._where: dict = {}  # uid -> where the backend ran its latest attempt
 
     async def run(self, task: Task, attempt: int = 1):
-        """The task's result; raises TaskFailedError (already recorded) if the attempt failed."""
+        """The task's result; raises TaskFailedError (already recorded) if the attempt failed.
+
+        Every attempt goes into the run history with how it ended.
+        """
+        key = (task.uid, attempt)
+        started = self._started[key] = time.time()
+        outcome, exitcode, error = "cancelled", None, None
         try:
             if task.kind == "executable":
-                return await self._run_executable(task, attempt)
-            return await self._run_function(task, attempt)
-        except TaskFailedError as error:
-            self.cache.record_failure(task, error)
+                result = await self._run_executable(task, attempt)
+                exitcode = result.exitcode
+            else:
+                result = await self._run_function(task, attempt)
+            outcome = "done"
+            return result
+        except TaskFailedError as failure:
+            outcome, exitcode, error = "failed", failure.exitcode, failure.reason or str(failure)
+            self.cache.record_failure(task, failure)
             raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as failure:
+            outcome, error = "failed", f"internal error in scalems: {failure!r}"
+            raise
+        finally:
+            if outcome != "cancelled":
+                del self._started[key]
+            self.cache.record_attempt(task, attempt, started, outcome, self._where.pop(task.uid, None), exitcode, error)
 
-    def timed_out(self, task: Task, timeout: float) -> TaskTimeoutError:
+    def timed_out(self, task: Task, timeout: float, attempt: int) -> TaskTimeoutError:
         """The (recorded) failure of an attempt stopped at its time limit."""
         stderr = None
         if task.kind == "executable":
             stderr = os.path.join(task.directory, task.spec.stderr)
         error = TaskTimeoutError(task.label, uid=task.uid, timeout=timeout, stderr=stderr)
         self.cache.record_failure(task, error)
+        started = self._started.pop((task.uid, attempt), time.time())
+        self.cache.record_attempt(task, attempt, started, "timeout", None, None, error.reason)
         return error
 
     async def _run_executable(self, task: Task, attempt: int) -> ExecutableResult:
@@ -87,6 +113,7 @@ class Launcher:
         outcome = await self.backend.run(job)
         if not isinstance(outcome, ExecutableOutcome):
             raise ProtocolError(f"backend returned {type(outcome).__name__} for an executable job")
+        self._where[task.uid] = outcome.where
         exitcode = outcome.exitcode
         stderr = join(directory, spec.stderr)
         if outcome.error is not None or exitcode != 0:
@@ -120,6 +147,7 @@ class Launcher:
         outcome = await self.backend.run(job)
         if not isinstance(outcome, FunctionOutcome):
             raise ProtocolError(f"backend returned {type(outcome).__name__} for a function job")
+        self._where[task.uid] = outcome.where
         if outcome.error is not None or outcome.result is None:
             raise TaskFailedError(task.label, uid=task.uid, reason=outcome.error or "no result was returned")
         text = outcome.result if isinstance(outcome.result, str) else json.dumps(outcome.result)

@@ -184,6 +184,7 @@ class WorkflowManager:
             ready.wait()
             self._scheduler = Scheduler(self._graph, self._backend, Launcher(self._backend, self._cache), self._loop)
             self._scheduler.thread = self._thread
+            self._cache.begin_run(self._backend.name, self._backend.limiter.total)
         except BaseException:
             self._stop_loop()
             store.close()
@@ -255,7 +256,10 @@ class WorkflowManager:
         try:
             await self._scheduler.shutdown(cancel)
         finally:
-            self._cache.flush()
+            try:
+                self._cache.end_run(self._graph.counts, self.tasks)
+            finally:
+                self._cache.flush()
 
     def _check_can_block(self, task: Task):
         if threading.current_thread() is self._thread:

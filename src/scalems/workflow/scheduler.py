@@ -26,6 +26,9 @@ from .task import Task, TaskState
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between refreshes of a live run's counts in the run history (for ``status``).
+REFRESH_INTERVAL = 2.0
+
 
 class Scheduler:
     """Admits ready tasks to the backend through its limiter and completes them in the graph."""
@@ -45,6 +48,7 @@ class Scheduler:
         self.backend_state = "new"
         self._backend_starter: typing.Optional[asyncio.Task] = None
         self.backend_error: typing.Optional[BaseException] = None
+        self._refresh: typing.Optional[asyncio.TimerHandle] = None
         graph.release = self.release
 
     # ---- any thread ---------------------------------------------------------------------------
@@ -118,7 +122,15 @@ class Scheduler:
         else:
             self.backend_state = "running"
             logger.info("Backend %s is running", self.backend.name)
+            self._refresh_history()
         self._pump()
+
+    def _refresh_history(self) -> None:
+        """Every few seconds while tasks run: the live counts, for ``status`` in another process."""
+        if not self.accepting:
+            return
+        self.launcher.cache.refresh_run(self.graph.counts, [task.label for task in self._running])
+        self._refresh = self.loop.call_later(REFRESH_INTERVAL, self._refresh_history)
 
     def _fail_ready(self, error: BaseException) -> None:
         """The backend cannot run anything: fail every task that is ready to run."""
@@ -180,7 +192,7 @@ class Scheduler:
             return run.result()
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
-        raise self.launcher.timed_out(task, timeout)
+        raise self.launcher.timed_out(task, timeout, attempt)
 
     async def shutdown(self, cancel: bool) -> None:
         """Stop scheduling (cancelling what has not finished if *cancel*), then leave the backend."""
@@ -195,6 +207,8 @@ class Scheduler:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         self.accepting = False
+        if self._refresh is not None:
+            self._refresh.cancel()
         if self.backend_state == "starting":
             self._backend_starter.cancel()
             await asyncio.gather(self._backend_starter, return_exceptions=True)

@@ -1,0 +1,156 @@
+"""The run history: what each run of a work directory did, attempt by attempt.
+
+Two tables beside the task record, in the same SQLite database and written
+through the same buffered commits (:meth:`Record.append`), so keeping them
+costs a run one row per attempt:
+
+* ``run``: one row per run (when, where, which backend and budget), its task
+  counts (refreshed while it runs) and, when it ends, which tasks it had and
+  how each ended.
+* ``attempt``: one row per finished attempt of a task: start and end times,
+  host, where it ran (cores, worker, RP task), how it ended.
+
+:class:`HistoryReader` reads them without the work directory's lock (SQLite's
+WAL lets readers and the writing run proceed together): ``python -m scalems
+status`` and ``report`` use it, also while a run is live.
+"""
+
+from __future__ import annotations
+
+__all__ = ("HISTORY_SCHEMA", "ATTEMPT_INSERT", "RUN_UPSERT", "HistoryReader", "RunInfo", "AttemptInfo")
+
+import json
+import os
+import sqlite3
+import typing
+
+from scalems.exceptions import StoreError
+
+HISTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    id       INTEGER PRIMARY KEY,
+    started  REAL NOT NULL,
+    ended    REAL,              -- NULL while the run is live (or if it was killed)
+    pid      INTEGER NOT NULL,
+    host     TEXT NOT NULL,
+    backend  TEXT NOT NULL,
+    budget   TEXT NOT NULL,     -- JSON: {"cores": n, "gpus": n} (null where the backend queues work itself)
+    counts   TEXT NOT NULL,     -- JSON: tasks added, cached, and in each state
+    running  TEXT NOT NULL,     -- JSON: labels of the tasks running at the last refresh
+    tasks    TEXT               -- JSON, at the end: [[uid, label, kind, state, cached, error], ...]
+);
+CREATE TABLE IF NOT EXISTS attempt (
+    uid      TEXT NOT NULL,
+    run      INTEGER NOT NULL,
+    attempt  INTEGER NOT NULL,
+    label    TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    started  REAL NOT NULL,
+    ended    REAL NOT NULL,
+    host     TEXT NOT NULL,
+    place    TEXT,              -- where it ran: "cores 0-1", "worker 4242", an RP task id
+    outcome  TEXT NOT NULL,     -- done, failed, timeout, cancelled
+    exitcode INTEGER,
+    error    TEXT,
+    PRIMARY KEY (uid, run, attempt)
+);
+"""
+
+ATTEMPT_INSERT = "INSERT OR REPLACE INTO attempt VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+RUN_UPSERT = (
+    "INSERT INTO run (id, started, ended, pid, host, backend, budget, counts, running, tasks) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET ended=excluded.ended, "
+    "counts=excluded.counts, running=excluded.running, tasks=excluded.tasks"
+)
+
+
+class RunInfo(typing.NamedTuple):
+    id: int
+    started: float
+    ended: typing.Optional[float]
+    pid: int
+    host: str
+    backend: str
+    budget: dict
+    counts: dict
+    running: list
+    tasks: typing.Optional[list]
+
+
+class AttemptInfo(typing.NamedTuple):
+    uid: str
+    run: int
+    attempt: int
+    label: str
+    kind: str
+    started: float
+    ended: float
+    host: str
+    place: typing.Optional[str]
+    outcome: str
+    exitcode: typing.Optional[int]
+    error: typing.Optional[str]
+
+
+class HistoryReader:
+    """Read-only access to a work directory's run history (never takes the work directory's lock)."""
+
+    def __init__(self, db_path: os.PathLike):
+        path = os.fspath(db_path)
+        if not os.path.exists(path):
+            raise StoreError(f"{path} does not exist: no workflow has run in this work directory")
+        try:
+            self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the task record {path}: {exc}") from exc
+        self._has_history = {"run", "attempt"} <= tables
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def runs(self) -> typing.List[RunInfo]:
+        if not self._has_history:
+            return []
+        rows = self._conn.execute(f"SELECT {', '.join(RunInfo._fields)} FROM run ORDER BY id").fetchall()
+        return [_run(row) for row in rows]
+
+    def latest_run(self) -> typing.Optional[RunInfo]:
+        runs = self.runs()
+        return runs[-1] if runs else None
+
+    def attempts(self, run: typing.Optional[int] = None) -> typing.List[AttemptInfo]:
+        """Attempts of run *run* (all runs if None), in the order they started."""
+        if not self._has_history:
+            return []
+        query = f"SELECT {', '.join(AttemptInfo._fields)} FROM attempt"
+        rows = self._conn.execute(query + " WHERE run=? ORDER BY started" if run is not None else query + " ORDER BY started",
+                                  (run,) if run is not None else ()).fetchall()
+        return [AttemptInfo(*row) for row in rows]
+
+    def tasks(self, uids: typing.Iterable[str]) -> dict:
+        """``uid -> (label, kind, state, error)`` from the task record, for those of *uids* it has."""
+        found = {}
+        wanted = list(uids)
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for uid, label, kind, state, error in self._conn.execute(
+                f"SELECT uid, label, kind, state, error FROM task WHERE uid IN ({marks})", chunk
+            ):
+                found[uid] = (label, kind, state, error)
+        return found
+
+
+def _run(row) -> RunInfo:
+    values = list(row)
+    for index in (6, 7, 8, 9):
+        if values[index] is not None:
+            values[index] = json.loads(values[index])
+    return RunInfo(*values)
