@@ -354,3 +354,37 @@ def test_rerunning_examples_runs_nothing_and_gives_identical_results(tmp_path, e
     assert f"{tasks} tasks: {tasks} done ({tasks} from earlier runs)" in second.stderr
     # Nothing was rewritten: no task ran again.
     assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "scalems_tasks").rglob("*") if p.is_file()}
+
+
+BAD_ARGUMENT = """
+import scalems
+
+def prepare():
+    return scalems.executable("echo hello")   # a str, not a list: the user's mistake is here
+
+@scalems.app
+def main():
+    prepare()
+"""
+
+
+def test_errors_show_the_users_line_not_scalems_frames(tmp_path):
+    script = write_script(tmp_path, "bad.py", BAD_ARGUMENT)
+    done = run_module("scalems.local", script, cwd=tmp_path)
+    assert done.returncode == 1
+    package = os.path.dirname(scalems.__file__)
+    assert 'line 5, in prepare' in done.stderr and 'scalems.executable("echo hello")' in done.stderr
+    assert "argv must be a list of arguments" in done.stderr
+    assert package not in done.stderr and "runpy" not in done.stderr, done.stderr
+    debug = run_module("scalems.local", "--log-level", "DEBUG", script, cwd=tmp_path)
+    assert os.path.join(package, "workflow", "spec.py") in debug.stderr  # the whole story when asked
+
+
+@pytest.mark.parametrize("relative", ["a-file", "a-file/below"])
+def test_work_dir_that_cannot_be_one_is_a_usage_error(tmp_path, relative):
+    (tmp_path / "a-file").write_text("not a directory")
+    script = write_script(tmp_path, "ok.py", "import scalems\n@scalems.app\ndef main():\n    pass\n")
+    done = run_module("scalems.local", "--work-dir", tmp_path / relative, script, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "a-file" in done.stderr.splitlines()[-1] and "error: --work-dir" in done.stderr

@@ -4,11 +4,34 @@ from __future__ import annotations
 
 __all__ = ("executable", "submit", "function_task")
 
+import functools
+import logging
 import os
 import typing
 
+from scalems.exceptions import ScaleMSError
 from scalems.workflow.scope import get_scope
 from scalems.workflow.task import Ensemble, Task
+
+
+def _raised_here(api):
+    """Report a mistake in the arguments at the caller's line: without scalems's inner frames.
+
+    The frames of the workflow layer say nothing about the user's mistake and push
+    the line that made it off the screen. With the ``scalems`` logger at DEBUG the
+    whole traceback is kept, for bugs in scalems itself.
+    """
+
+    @functools.wraps(api)
+    def checked(*args, **kwargs):
+        try:
+            return api(*args, **kwargs)
+        except (TypeError, ValueError, OSError, ScaleMSError) as error:
+            if logging.getLogger("scalems").isEnabledFor(logging.DEBUG):
+                raise
+            raise error.with_traceback(None) from None
+
+    return checked
 
 
 def _is_ensemble_argv(argv) -> bool:
@@ -21,6 +44,7 @@ def _is_ensemble_argv(argv) -> bool:
     return isinstance(first, (list, tuple))
 
 
+@_raised_here
 def executable(
     argv,
     *,
@@ -102,6 +126,7 @@ def executable(
     return manager.add_executable(argv, label=label, **options)
 
 
+@_raised_here
 def submit(func: typing.Callable, /, *args, **kwargs) -> Task:
     """Call ``func(*args, **kwargs)`` as a task.
 
@@ -112,6 +137,7 @@ def submit(func: typing.Callable, /, *args, **kwargs) -> Task:
     return get_scope().add_function(func, args, kwargs)
 
 
+@_raised_here
 def function_task(
     func: typing.Callable,
     *,

@@ -240,6 +240,9 @@ def main(*, parser, backend_factory, configure, argv=None) -> int:
         params = configure(args)
     except ConfigurationError as error:
         parser.error(str(error))
+    problem = _work_dir_problem(args.work_dir)
+    if problem:
+        parser.error(problem)
     script = pathlib.Path(args.script)
     saved_argv, saved_main, saved_path = list(sys.argv), sys.modules.get("__main__"), list(sys.path)
     sys.argv = [str(script), *unknown, *args.script_args]
@@ -262,11 +265,28 @@ def main(*, parser, backend_factory, configure, argv=None) -> int:
             sys.modules["__main__"] = saved_main
 
 
+def _work_dir_problem(work_dir) -> typing.Optional[str]:
+    """Why *work_dir* cannot hold a run (one sentence), or None."""
+    path = pathlib.Path(work_dir if work_dir is not None else os.getcwd())
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        if existing == path:
+            return f"--work-dir {os.fspath(path)!r} is a file, not a directory"
+        return f"--work-dir {os.fspath(path)!r} cannot be created: {os.fspath(existing)!r} is a file"
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        return f"--work-dir {os.fspath(path)!r}: no permission to write in {os.fspath(existing)!r}"
+    return None
+
+
 def _run_app(manager, entry, debug: bool) -> int:
     status = EXIT_OK
     try:
         manager.start()
-    except ScaleMSError as error:
+    except (ScaleMSError, OSError) as error:
         _report_error(error, debug)
         return EXIT_FAILED
     try:
@@ -281,9 +301,9 @@ def _run_app(manager, entry, debug: bool) -> int:
             # The script asked for a result that does not exist; the failure report below says why.
             print(f"scalems: the workflow script stopped: {error}", file=sys.stderr)
             status = EXIT_FAILED
-        except Exception:
+        except Exception as error:
             print("scalems: the workflow script raised an exception:", file=sys.stderr)
-            traceback.print_exc()
+            print(user_traceback(error, full=debug), end="", file=sys.stderr)
             status = EXIT_FAILED
         manager.close()
     except KeyboardInterrupt as interrupt:
@@ -293,6 +313,37 @@ def _run_app(manager, entry, debug: bool) -> int:
     if _report(manager) and status == EXIT_OK:
         status = EXIT_FAILED
     return status
+
+
+def _own_file(filename: str) -> bool:
+    """True for scalems's own source files and the interpreter's machinery (runpy, importlib)."""
+    return filename.startswith(_PACKAGE_DIR) or filename.startswith("<frozen ") or filename.endswith(
+        os.sep + "runpy.py"
+    )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_traceback(error: BaseException, *, full: bool = False) -> str:
+    """The traceback of *error* as the user needs it: their own frames and the message.
+
+    scalems's frames say nothing about the user's mistake and bury the line that made it,
+    so they are left out (with *full*, e.g. ``--log-level DEBUG``, everything is shown).
+    """
+    report = traceback.TracebackException.from_exception(error)
+    if not full:
+        seen = set()
+        pending = [report]
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            kept = [frame for frame in current.stack if not _own_file(frame.filename)]
+            current.stack = traceback.StackSummary.from_list(kept)
+            pending.extend(x for x in (current.__cause__, current.__context__) if x is not None)
+    return "".join(report.format())
 
 
 def _report_error(error: BaseException, debug: bool) -> None:
