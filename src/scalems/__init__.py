@@ -14,6 +14,32 @@ tasks, ensembles of them, and the data flowing between them::
 Run it with ``python -m scalems.local script.py`` or
 ``python -m scalems.radical --resource R script.py``. Re-running in the same
 work directory returns finished results instead of redoing them.
+
+How the package is built: a task travels one way through the layers below;
+each line is a package (or module) and the object that owns that step::
+
+    scalems.local, .radical, .memory   execution modules: ``python -m ...`` and workflow(),
+                               a backend under a WorkflowManager (their __init__/__main__)
+    invocation.py              the command line shared by execution modules
+    scalems (commands.py)      public API: executable, submit, function_task
+      workflow/                WorkflowManager: threads, life cycle, scope
+        spec.py                  normalise and check the arguments -> a spec
+        fingerprint.py           identity: the uid, from the spec and input file contents
+        cache.py                 ResultCache: a recorded result finishes the task at once
+        graph.py                 TaskGraph: task state, labels, dependencies
+        scheduler.py             Scheduler: admission through the backend's limiter
+        launcher.py              Launcher: task -> job (directory, inputs, encoded call)
+      execution/               the backend contract: Backend, Limiter, job and outcome records
+        local/ memory/ radical/  the backends (every module but __init__/__main__): run jobs
+      store/                   the work directory's files, task record and run history
+      call/                    a Python call as a JSON record, and running it anywhere
+
+The layering rule: a module imports only from layers below it in this picture
+(``exceptions`` and ``file`` are at the bottom, usable by all). Backends see
+jobs, never tasks, the graph or the store; only the workflow layer's cache
+touches the store; ``call`` knows nothing of workflows. That keeps each
+backend small and replaceable, and lets the in-memory backend stand in for the
+others in tests of everything above it.
 """
 
 from __future__ import annotations
