@@ -247,6 +247,8 @@ def describe_executable(
             argv.append(f"./{name}" if position == 0 and "/" not in name else name)
         else:
             argv.append(os.fspath(item))
+    for item in job.inputs:  # inputs=[file, (name, file)]: into the sandbox by name, not on the command line
+        staging.stage_in(item.source, _check_name(item.name, "input file", job.label))
     stdin_name = None
     if job.stdin is not None:
         stdin_name = _check_name(pathlib.Path(job.stdin).name, "stdin file", job.label)
