@@ -199,6 +199,26 @@ def test_staging_of_inputs_stdin_outputs_and_awkward_paths(tmp_path):
         )
 
 
+def test_placed_inputs_are_staged_under_their_names_and_not_on_the_command_line(tmp_path):
+    """inputs=[file, (name, file)]: a program that reads files by fixed names (lmp -in in.lj) finds them."""
+    deck = tmp_path / "in.lj"
+    deck.write_text("deck")
+    restart = tmp_path / "final.data"
+    restart.write_text("atoms")
+    job = _job(
+        tmp_path,
+        ["lmp", "-in", "in.lj"],
+        inputs=(InputFile(source=deck, name="in.lj"), InputFile(source=restart, name="start.data")),
+    )
+    description = describe_executable(job, "t6", RuntimeConfiguration(), PathAliases())
+    assert shlex.split(description.executable)[3:] == ["lmp", "-in", "in.lj"]
+    staged = {sd["target"]: sd["source"] for sd in description.input_staging}
+    assert staged == {
+        "task:///in.lj": f"file://localhost{deck}",
+        "task:///start.data": f"file://localhost{restart}",
+    }
+
+
 def test_remote_resources_transfer_files(tmp_path):
     remote = next(name for name in known_resources() if not name.startswith("local."))
     config = RuntimeConfiguration(execution_target=remote, target_venv="/remote/venv")
