@@ -449,3 +449,24 @@ def test_task_uid_is_the_fingerprint_of_its_material(args, kwargs):
     assert spec.plain_uid() in (None, expected)
     plain = not kwargs and all(type(a) in (str, int, bool, type(None)) for a in args)
     assert (spec.plain_uid() is not None) == plain
+
+
+def test_inputs_with_one_base_name_stay_apart_and_an_input_may_be_edited_in_place(make_workflow, tool, tmp_path):
+    """Two argv inputs named alike and a placed input of that name each reach the program as
+    themselves; a program that edits its input (gmx solvate -p topol.top) declares it as an output."""
+    for folder, text in (("a", "from a\n"), ("b", "from b\n"), ("c", "placed\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "in.dat").write_text(text)
+    with make_workflow(tmp_path / "work"):
+        both = scalems.executable(
+            [*tool, "cat", tmp_path / "a" / "in.dat", tmp_path / "b" / "in.dat", "in.dat"],
+            inputs=[tmp_path / "c" / "in.dat"],
+        )
+        edited = scalems.executable(
+            [*tool, "append", "added", "topol.top"], inputs=[tmp_path / "a" / "in.dat", ("topol.top", tmp_path / "b" / "in.dat")],
+            outputs=["topol.top"],
+        )
+        text = pathlib.Path(both.result(timeout=120).stdout).read_text()
+        assert text == "from a\nfrom b\nplaced\n"
+        assert pathlib.Path(edited.result(timeout=120).file["topol.top"]).read_text() == "from b\nadded\n"
+    assert (tmp_path / "b" / "in.dat").read_text() == "from b\n"  # the original is untouched

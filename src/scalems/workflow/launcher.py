@@ -101,7 +101,7 @@ class Launcher:
             uid=task.uid,
             label=task.label,
             directory=task.directory,
-            argv=job_argv(spec.argv),
+            argv=job_argv(spec.argv, taken={name for name, _ in spec.placed}),
             env=spec.env,
             stdin=stdin_path,
             stdout=spec.stdout,
@@ -160,10 +160,11 @@ def _source(file) -> pathlib.Path:
     return pathlib.Path(file.path()) if isinstance(file, FileReference) else file
 
 
-def job_argv(argv) -> list:
-    """A spec's argv for a job: output files by name, input files as :class:`InputFile` with unique names."""
+def job_argv(argv, taken=()) -> list:
+    """A spec's argv for a job: output files by name, input files as :class:`InputFile` with names
+    unique among themselves and the *taken* names (the placed inputs), as a staging backend needs."""
     result = []
-    staged_names = set()
+    staged_names = set(taken)
     for item in argv:
         if type(item) is str:
             result.append(item)
@@ -172,8 +173,10 @@ def job_argv(argv) -> list:
         else:
             source = _source(item)
             name = source.name
-            if name in staged_names:
-                name = f"{len(staged_names)}-{name}"
+            number = 1
+            while name in staged_names:
+                name = f"{number}-{source.name}"
+                number += 1
             staged_names.add(name)
             result.append(InputFile(source=source, name=name))
     return result

@@ -294,9 +294,11 @@ def executable_spec(
     clash = set(spec.outputs()) & {stdout, stderr}
     if clash:
         raise ValueError(f"output file name(s) {sorted(clash)} clash with the stdout/stderr file names")
-    clash = {name for name, _ in placed} & {stdout, stderr, *spec.outputs()}
+    # An input may also be a declared output: programs edit files in place (gmx solvate -p topol.top);
+    # the task gets its own copy, so the input itself is never changed.
+    clash = {name for name, _ in placed} & {stdout, stderr}
     if clash:
-        raise ValueError(f"input file name(s) {sorted(clash)} clash with output or stdout/stderr file names")
+        raise ValueError(f"input file name(s) {sorted(clash)} clash with the stdout/stderr file names")
     return spec
 
 
