@@ -114,7 +114,10 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-ProctrackType=proctrack/linuxproc
+# pgid, not linuxproc: RP's task wrapper can die before its children, which are then
+# re-parented to PID 1; linuxproc (parentage) loses them and the job hangs in COMPLETING
+# with the task still running; pgid finds them by their process group. No cgroups here.
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
