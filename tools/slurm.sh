@@ -42,7 +42,7 @@ need_root() {
 pid_of() {
     local name="$1" file="$2" pid state
     [ -s "$file" ] || return 1
-    pid="$(tr -dc '0-9' <"$file" 2>/dev/null)" || return 1
+    pid="$(tr -dc '0-9' 2>/dev/null <"$file")" || return 1
     [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
     state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
@@ -85,12 +85,12 @@ install_packages() {
     local status=0
     # apt-get update only when needed: no candidate version known, or the install fails (stale lists).
     if ! apt-cache policy slurmctld 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        apt-get update -qq || status=$?
+        apt-get -o DPkg::Lock::Timeout=300 update -qq || status=$?
     fi
     if [ "$status" -eq 0 ]; then
-        apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null || {
+        apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null || {
             say "install failed; updating the package lists and trying again"
-            apt-get update -qq && apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+            apt-get -o DPkg::Lock::Timeout=300 update -qq && apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
         } || status=$?
     fi
     [ -z "$added" ] || rm -f "$policy"
