@@ -55,6 +55,9 @@ def start_long_run(work: pathlib.Path, slurm, marker: pathlib.Path) -> subproces
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C must reach the client even when this test runs where SIGINT is ignored
+        # (a background job of a non-interactive shell): Python then installs no handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while not marker.exists():
