@@ -10,7 +10,10 @@ can be found in two places, both read here:
   That line does not name the pilot; scalems runs one pilot per session, so it is used
   only when the session submitted exactly one job.
 
-Nothing here raises: a message about a failed pilot must not fail in turn.
+Only pilots submitted to a batch system (the resource's ``job_manager_endpoint`` is
+``slurm://``, ``pbs://``, ``lsf://``, ...) have a batch job; a ``fork://`` pilot has none, even
+when the client runs inside a Slurm job. Nothing here raises: a message about a failed
+pilot must not fail in turn.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import re
 import typing
 import urllib.parse
 
-#: Variables a batch system sets in its jobs, and the system's name.
-_JOB_ID_VARIABLES = (("SLURM_JOB_ID", "Slurm"), ("PBS_JOBID", "PBS"), ("LSB_JOBID", "LSF"), ("COBALT_JOBID", "Cobalt"))
+#: The variable each batch system sets to the job id in its jobs.
+_JOB_ID_VARIABLES = {"Slurm": "SLURM_JOB_ID", "PBS": "PBS_JOBID", "LSF": "LSB_JOBID", "Cobalt": "COBALT_JOBID"}
 
 #: psij's batch executors: which name a ``job_manager_endpoint`` scheme stands for.
 _SCHEMES = {"slurm": "Slurm", "pbs": "PBS", "pbspro": "PBS", "lsf": "LSF", "cobalt": "Cobalt"}
@@ -54,8 +57,14 @@ def _scheme(pilot) -> str:
 
 
 def batch_job_id(pilot) -> typing.Optional[typing.Tuple[str, str]]:
-    """``(batch system, job id)`` of *pilot*'s batch job, e.g. ``("Slurm", "5")``, or None."""
+    """``(batch system, job id)`` of *pilot*'s batch job, e.g. ``("Slurm", "5")``, or None.
+
+    None for a pilot that is no batch job (``fork://``), even if it ran inside one.
+    """
     try:
+        system = _SCHEMES.get(_scheme(pilot))
+        if system is None:
+            return None
         sandbox = _local_path(pilot.pilot_sandbox)
         if sandbox is not None:
             try:
@@ -63,13 +72,9 @@ def batch_job_id(pilot) -> typing.Optional[typing.Tuple[str, str]]:
             except OSError:
                 lines = []
             values = dict(line.split("=", 1) for line in lines if "=" in line)
-            for variable, system in _JOB_ID_VARIABLES:
-                value = values.get(variable, "").strip().strip("'\"")
-                if value:
-                    return system, value
-        system = _SCHEMES.get(_scheme(pilot))
-        if system is None:
-            return None
+            value = values.get(_JOB_ID_VARIABLES[system], "").strip().strip("'\"")
+            if value:
+                return system, value
         native = set()
         for log in pathlib.Path(pilot.session.path).glob("pmgr_launching.*.err"):
             try:
