@@ -18,7 +18,7 @@ import typing
 import pytest
 
 from cli import REPO
-from slurm_helpers import SLURM_SH, SlurmCluster, outside_snapshot, processes_with, wait_for
+from slurm_helpers import SLURM_SH, SlurmCluster, left_outside, outside_snapshot, processes_with, wait_for
 
 RESOURCE_CONFIG = REPO / "examples" / "resources" / "resource_local.json"
 
@@ -84,5 +84,5 @@ def slurm_run(slurm_cluster, local_slurm, tmp_path) -> typing.Iterator[SlurmClus
     assert ended, f"Slurm jobs of the test are still in the queue: {slurm_cluster.active_jobs_under(tmp_path)}"
     gone = wait_for(lambda: not processes_with(str(tmp_path)), 20)
     assert gone, f"processes of the test are still running: {processes_with(str(tmp_path))}"
-    new = outside_snapshot() - before
-    assert not new, f"the test left files outside its temporary folders: {sorted(new)}"
+    left = left_outside(before, tmp_path)
+    assert not left, f"the test left files outside its temporary folders: {left}"

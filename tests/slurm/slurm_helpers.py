@@ -124,3 +124,37 @@ def outside_snapshot() -> typing.Set[str]:
         except OSError:
             continue
     return names
+
+
+def _mentions(path: pathlib.Path, markers: typing.Sequence[str], budget: typing.List[int]) -> bool:
+    """True if *path*'s name, or (for files) its start, or anything below it (for folders) has a marker."""
+    if budget[0] <= 0:
+        return False
+    budget[0] -= 1
+    if any(marker in path.name for marker in markers):
+        return True
+    try:
+        if path.is_symlink():
+            return any(marker in os.readlink(path) for marker in markers)
+        if path.is_file():
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 20)
+            return any(marker.encode() in head for marker in markers)
+        if path.is_dir():
+            return any(_mentions(child, markers, budget) for child in path.iterdir())
+    except OSError:
+        pass
+    return False
+
+
+def left_outside(before: typing.Set[str], tmp_path: pathlib.Path) -> typing.List[str]:
+    """What appeared outside the temporary folders since *before* and belongs to the test in *tmp_path*.
+
+    Other runs on a shared machine create such entries too; one belongs to this test when its
+    name or content has the test's directory or the id of one of its RP sessions.
+    """
+    sids = {path.name for path in tmp_path.glob("**/scalems_radical/rp.session.*")}
+    markers = [str(tmp_path), *sorted(sids)]
+    return sorted(
+        entry for entry in outside_snapshot() - before if _mentions(pathlib.Path(entry), markers, [2000])
+    )
