@@ -46,6 +46,7 @@ from scalems.execution import (
     RuntimeManager,
 )
 
+from .batch_job import pilot_job_note
 from .runtime_configuration import RuntimeConfiguration
 from .session import RuntimeSession, await_bounded, in_thread, wait_within
 from .task import (
@@ -397,7 +398,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             return
         message = (
             f"Pilot {pilot.uid} on {self.configuration().execution_target!r} ended ({state}) while the workflow "
-            f"was running; its sandbox: {getattr(pilot, 'pilot_sandbox', '?')}"
+            f"was running; its sandbox: {getattr(pilot, 'pilot_sandbox', '?')}{pilot_job_note(pilot)}"
         )
         if state == rp.DONE:
             message += " (the pilot's run time limit may have been reached: raise it with --pilot-option runtime=MINUTES)"

@@ -30,6 +30,7 @@ try:
 except ImportError as _error:  # pragma: no cover - depends on the installation
     raise MissingDependencyError("radical.pilot", "radical") from _error
 
+from .batch_job import pilot_job_note
 from .runtime_configuration import RuntimeConfiguration
 
 logger = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class RuntimeSession:
 
     def _pilot_failure(self, what: str) -> str:
         pilot = self._pilot
-        message = f"Pilot {pilot.uid} on {self.configuration.execution_target!r} {what}."
+        message = f"Pilot {pilot.uid} on {self.configuration.execution_target!r} {what}{pilot_job_note(pilot)}."
         sandbox = self.sandbox or ""
         path = (
             pathlib.Path(sandbox[len("file://localhost") :])
