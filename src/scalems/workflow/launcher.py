@@ -18,7 +18,7 @@ import os
 import pathlib
 import time
 
-from scalems.exceptions import ProtocolError, TaskFailedError, TaskTimeoutError
+from scalems.exceptions import DispatchError, ProtocolError, TaskFailedError, TaskTimeoutError
 from scalems.execution.backend import Backend
 from scalems.execution.jobs import ExecutableJob, ExecutableOutcome, FunctionJob, FunctionOutcome, InputFile
 from scalems.file import FileReference, OutputFile
@@ -62,6 +62,12 @@ class Launcher:
             outcome, exitcode, error = "failed", failure.exitcode, failure.reason or str(failure)
             self.cache.record_failure(task, failure)
             raise
+        except DispatchError as lost:
+            # The backend lost the job (a pilot or session ended): the task failed, and may be retried.
+            failure = TaskFailedError(task.label, uid=task.uid, reason=str(lost))
+            outcome, error = "failed", failure.reason
+            self.cache.record_failure(task, failure)
+            raise failure from lost
         except asyncio.CancelledError:
             raise
         except Exception as failure:
