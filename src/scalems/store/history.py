@@ -217,6 +217,12 @@ class HistoryReader:
                 found[uid] = (label, kind)  # the latest run's label wins
         return found
 
+    def labels(self) -> typing.Set[str]:
+        """Every label that an attempt of any run had."""
+        if not self._has_history:
+            return set()
+        return {row[0] for row in self._conn.execute("SELECT DISTINCT label FROM attempt")}
+
     def records(self) -> typing.Iterator[typing.Tuple[str, str, str, str]]:
         """``(uid, label, kind, state)`` of every task record (complete results and recorded failures)."""
         if not self._has_task:
