@@ -160,7 +160,7 @@ def timeline_svg(attempts: typing.Sequence, origin: float) -> typing.Tuple[str, 
         w = max(a.ended - start, least) / unit
         color = OUTCOME_COLORS.get(a.outcome, OUTCOME_COLORS["cancelled"])
         if individual:
-            bar = Rectangle((x, lane - 0.4), w, 0.8, facecolor=color, edgecolor="white", linewidth=0.6)
+            bar = Rectangle((x, lane - 0.4), w, 0.8, facecolor=color, edgecolor="white", linewidth=1.0)
             bar.set_gid(f"attempt-{index}")
             ax.add_patch(bar)
         else:
