@@ -153,6 +153,9 @@ def test_status_during_a_live_run_and_after_it(tmp_path):
         text = scalems_command("status", live.work, cwd=tmp_path)
         assert text.returncode == 0 and "Running at the last refresh: long" in text.stdout
         assert "long" in _table(text.stdout) and "running for" in text.stdout.splitlines()[0]
+        page = scalems_command("report", live.work, "-o", tmp_path / "live.html", cwd=tmp_path)
+        assert page.returncode == 0, page.stderr
+        assert "The run has not ended (live)" in (tmp_path / "live.html").read_text()
         refused = scalems_command("forget", "--work-dir", live.work, "quick", cwd=tmp_path)
         assert refused.returncode == 1 and f"pid {live.process.pid}" in refused.stderr
         assert "wait for the run to end" in refused.stderr and "Traceback" not in refused.stderr

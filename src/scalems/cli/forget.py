@@ -10,8 +10,9 @@ keeps (record layout 3).
 
 A label names every recorded result under it (an edited script may have left
 several); an ensemble's label (``md``) names its members (``md-0``, ...).
-``--failed`` names the tasks that failed in the latest run and those not run
-because of them. The record is changed only while no run owns the work
+``--failed`` names every recorded failure and the tasks that failed, were not
+run or were cancelled in the latest run (their failure records, and the
+results of any task computed from them, as an earlier run may have left). The record is changed only while no run owns the work
 directory: a live run is named and nothing is changed.
 """
 
@@ -44,7 +45,7 @@ def add_parser(subparsers, formatter) -> argparse.ArgumentParser:
     )
     parser.add_argument("labels", metavar="LABEL", nargs="*", help="Task labels (an ensemble's label names all its members).")
     parser.add_argument("--work-dir", metavar="DIR", help="The work directory (default: current directory).")
-    parser.add_argument("--failed", action="store_true", help="Forget the tasks that failed in the latest run (and their dependents).")
+    parser.add_argument("--failed", action="store_true", help="Forget the recorded failures, and the results of tasks computed from them or from the latest run's failed tasks.")
     parser.add_argument("--dry-run", action="store_true", help="Say what would be forgotten; change nothing.")
     parser.set_defaults(command=run, command_name="forget")
     return parser

@@ -63,7 +63,7 @@ def add_parser(subparsers, formatter) -> argparse.ArgumentParser:
     )
     parser.add_argument("work_dir", metavar="WORK_DIR", nargs="?", help="The run's work directory (default: current directory).")
     parser.add_argument("--failed", action="store_true", help=f"Add the last {text.TAIL_LINES} lines of each failed task's stderr.")
-    parser.add_argument("--json", action="store_true", help="Print one JSON object (the layout is in the module's documentation).")
+    parser.add_argument("--json", action="store_true", help='Print one JSON object for scripts ("format": "scalems-status/1"; its fields: python -m pydoc scalems.cli.status).')
     parser.add_argument("--run", type=int, metavar="N", help="Show run N instead of the latest.")
     parser.set_defaults(command=run, command_name="status")
     return parser
