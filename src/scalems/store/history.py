@@ -17,7 +17,17 @@ status`` and ``report`` use it, also while a run is live.
 
 from __future__ import annotations
 
-__all__ = ("HISTORY_SCHEMA", "ATTEMPT_INSERT", "RUN_UPSERT", "HistoryReader", "RunInfo", "AttemptInfo")
+__all__ = (
+    "HISTORY_SCHEMA",
+    "ATTEMPT_INSERT",
+    "ATTEMPT_UPSTREAM_MIGRATION",
+    "RUN_UPSERT",
+    "HistoryReader",
+    "RunInfo",
+    "AttemptInfo",
+    "UID_LENGTH",
+    "split_uids",
+)
 
 import json
 import os
@@ -52,11 +62,15 @@ CREATE TABLE IF NOT EXISTS attempt (
     outcome  TEXT NOT NULL,     -- done, failed, timeout, cancelled
     exitcode INTEGER,
     error    TEXT,
+    upstream TEXT,              -- uids (64 characters each, concatenated) of the tasks it took input from,
+                                -- NULL where recorded before layout 3 (no semicolons in these comments)
     PRIMARY KEY (uid, run, attempt)
 );
 """
 
-ATTEMPT_INSERT = "INSERT OR REPLACE INTO attempt VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+ATTEMPT_INSERT = "INSERT OR REPLACE INTO attempt VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#: Brings a layout-2 ``attempt`` table to layout 3 (see :data:`scalems.store.record.SCHEMA_VERSION`).
+ATTEMPT_UPSTREAM_MIGRATION = "ALTER TABLE attempt ADD COLUMN upstream TEXT"
 RUN_UPSERT = (
     "INSERT INTO run (id, started, ended, pid, host, backend, budget, counts, running, tasks) "
     "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET ended=excluded.ended, "
@@ -90,6 +104,19 @@ class AttemptInfo(typing.NamedTuple):
     outcome: str
     exitcode: typing.Optional[int]
     error: typing.Optional[str]
+    #: Concatenated uids of the tasks this one took input from ("" none, None not recorded).
+    upstream: typing.Optional[str] = None
+
+
+#: Length of a task uid (a sha256 hex digest): lists of uids in the history are concatenated.
+UID_LENGTH = 64
+
+
+def split_uids(text: typing.Optional[str]) -> typing.List[str]:
+    """The uids of a concatenated list (as the history stores them: a separator would only cost space)."""
+    if not text:
+        return []
+    return [text[i : i + UID_LENGTH] for i in range(0, len(text), UID_LENGTH)]
 
 
 class HistoryReader:
@@ -102,9 +129,17 @@ class HistoryReader:
         try:
             self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
             tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = set()
+            if "attempt" in tables:
+                columns = {row[1] for row in self._conn.execute("PRAGMA table_info(attempt)")}
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read the task record {path}: {exc}") from exc
         self._has_history = {"run", "attempt"} <= tables
+        self._has_task = "task" in tables
+        # Layout 2 records (before the upstream column) are read as they are: this reader never migrates.
+        self._has_upstream = "upstream" in columns
+        fields = AttemptInfo._fields if self._has_upstream else AttemptInfo._fields[:-1]
+        self._attempt_columns = ", ".join(fields)
 
     def close(self) -> None:
         self._conn.close()
@@ -121,17 +156,34 @@ class HistoryReader:
         rows = self._conn.execute(f"SELECT {', '.join(RunInfo._fields)} FROM run ORDER BY id").fetchall()
         return [_run(row) for row in rows]
 
+    def run(self, run_id: typing.Optional[int] = None) -> typing.Optional[RunInfo]:
+        """Run *run_id*, or the latest run if None (without reading the task lists of the others)."""
+        if not self._has_history:
+            return None
+        query = f"SELECT {', '.join(RunInfo._fields)} FROM run"
+        if run_id is None:
+            row = self._conn.execute(query + " ORDER BY id DESC LIMIT 1").fetchone()
+        else:
+            row = self._conn.execute(query + " WHERE id=?", (run_id,)).fetchone()
+        return None if row is None else _run(row)
+
     def latest_run(self) -> typing.Optional[RunInfo]:
-        runs = self.runs()
-        return runs[-1] if runs else None
+        return self.run()
+
+    def run_ids(self) -> typing.List[int]:
+        if not self._has_history:
+            return []
+        return [row[0] for row in self._conn.execute("SELECT id FROM run ORDER BY id")]
 
     def attempts(self, run: typing.Optional[int] = None) -> typing.List[AttemptInfo]:
         """Attempts of run *run* (all runs if None), in the order they started."""
         if not self._has_history:
             return []
-        query = f"SELECT {', '.join(AttemptInfo._fields)} FROM attempt"
-        rows = self._conn.execute(query + " WHERE run=? ORDER BY started" if run is not None else query + " ORDER BY started",
-                                  (run,) if run is not None else ()).fetchall()
+        query = f"SELECT {self._attempt_columns} FROM attempt"
+        if run is not None:
+            rows = self._conn.execute(query + " WHERE run=? ORDER BY started", (run,)).fetchall()
+        else:
+            rows = self._conn.execute(query + " ORDER BY started").fetchall()
         return [AttemptInfo(*row) for row in rows]
 
     def tasks(self, uids: typing.Iterable[str]) -> dict:
@@ -146,6 +198,56 @@ class HistoryReader:
             ):
                 found[uid] = (label, kind, state, error)
         return found
+
+    def names(self, uids: typing.Iterable[str]) -> dict:
+        """``uid -> (label, kind)`` from the attempts of any run, for those of *uids* that ever ran.
+
+        Names tasks whose record is gone (``python -m scalems forget``) or that a run found cached.
+        """
+        found = {}
+        if not self._has_history:
+            return found
+        wanted = list(uids)
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for uid, label, kind in self._conn.execute(
+                f"SELECT uid, label, kind FROM attempt WHERE uid IN ({marks}) ORDER BY run", chunk
+            ):
+                found[uid] = (label, kind)  # the latest run's label wins
+        return found
+
+    def labels(self) -> typing.Set[str]:
+        """Every label that an attempt of any run had."""
+        if not self._has_history:
+            return set()
+        return {row[0] for row in self._conn.execute("SELECT DISTINCT label FROM attempt")}
+
+    def records(self) -> typing.Iterator[typing.Tuple[str, str, str, str]]:
+        """``(uid, label, kind, state)`` of every task record (complete results and recorded failures)."""
+        if not self._has_task:
+            return iter(())
+        return iter(self._conn.execute("SELECT uid, label, kind, state FROM task"))
+
+    def dependencies(self) -> typing.Iterator[typing.Tuple[str, str]]:
+        """``(uid, upstream)`` of every task that took input from others, as its attempts recorded it."""
+        if not (self._has_history and self._has_upstream):
+            return iter(())
+        return iter(self._conn.execute("SELECT DISTINCT uid, upstream FROM attempt WHERE upstream != ''"))
+
+    def without_dependencies(self) -> typing.Set[str]:
+        """Uids of complete records whose inputs the history does not know (recorded before layout 3)."""
+        if not self._has_task:
+            return set()
+        if not (self._has_history and self._has_upstream):
+            return {row[0] for row in self._conn.execute("SELECT uid FROM task WHERE state='complete'")}
+        return {
+            row[0]
+            for row in self._conn.execute(
+                "SELECT uid FROM task WHERE state='complete' "
+                "AND uid NOT IN (SELECT uid FROM attempt WHERE upstream IS NOT NULL)"
+            )
+        }
 
 
 def _run(row) -> RunInfo:

@@ -35,13 +35,14 @@ import typing
 
 from scalems.exceptions import DuplicateKeyError, StoreError
 from .files import FileRecord
-from .history import HISTORY_SCHEMA
+from .history import ATTEMPT_UPSTREAM_MIGRATION, HISTORY_SCHEMA
 
 logger = logging.getLogger(__name__)
 
 #: ``PRAGMA user_version`` of the database layout written by this module
-#: (2: the run history of :mod:`.history` was added; a layout-1 record gains it when opened).
-SCHEMA_VERSION = 2
+#: (2: the run history of :mod:`.history` was added; 3: each attempt row names the tasks it took
+#: input from, for ``python -m scalems forget``; an older record is brought up to date when opened).
+SCHEMA_VERSION = 3
 #: The state that makes a record final.
 COMPLETE = "complete"
 
@@ -172,7 +173,11 @@ class Record:
             if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                schema = {0: _SCHEMA + HISTORY_SCHEMA, 1: HISTORY_SCHEMA}.get(version, "")
+                schema = {
+                    0: _SCHEMA + HISTORY_SCHEMA,
+                    1: HISTORY_SCHEMA,
+                    2: ATTEMPT_UPSTREAM_MIGRATION,
+                }.get(version, "")
                 for statement in schema.split(";"):
                     if statement.strip():
                         conn.execute(statement)

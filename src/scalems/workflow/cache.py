@@ -46,6 +46,9 @@ class ResultCache:
         self.run: typing.Optional[int] = None
         self._run_row: typing.Optional[list] = None
         self._attempts: list = []  # finished attempts not yet handed to the store (they go in batches)
+        # uid -> uids of the tasks it takes input from, for tasks that have some and have not yet succeeded:
+        # the history keeps them so that forgetting a result can find what was computed from it.
+        self._upstream: dict = {}
 
     # ---- the run history ----------------------------------------------------------------------
     def begin_run(self, backend: str, budget) -> int:
@@ -94,11 +97,18 @@ class ResultCache:
         """Keep a finished attempt for the history (handed to the store in batches: one append per
         attempt would cost an ensemble of tiny calls several per cent)."""
         attempts = self._attempts
+        # A task that succeeded will not run again in this run: its entry is no longer needed.
+        upstream = self._upstream.pop(task.uid, "") if outcome == "done" else self._upstream.get(task.uid, "")
         attempts.append(
-            (task.uid, self.run, attempt, task.label, task.kind, started, time.time(), self.host, place, outcome, exitcode, error)
+            (task.uid, self.run, attempt, task.label, task.kind, started, time.time(), self.host, place, outcome, exitcode, error,
+             upstream)
         )
         if len(attempts) >= 256:
             self._hand_over_attempts()
+
+    def note_upstream(self, uid: str, upstream: typing.Iterable[str]) -> None:
+        """Task *uid* will run with the results of the tasks *upstream* (uids) as inputs."""
+        self._upstream[uid] = "".join(upstream)
 
     def _hand_over_attempts(self) -> None:
         attempts, self._attempts = self._attempts, []

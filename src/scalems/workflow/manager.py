@@ -359,6 +359,8 @@ class WorkflowManager:
                 graph.finish_cached(task, result)
                 return task
         graph.expect(task)
+        if upstream:
+            cache.note_upstream(uid, upstream)
         self._scheduler.submit(task, list(upstream.values()) if upstream else ())
         return task
 
