@@ -45,9 +45,10 @@ from scalems.execution import (
     InputFile,
     RuntimeManager,
 )
+from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
 from .runtime_configuration import RuntimeConfiguration
-from .session import RuntimeSession, await_bounded, in_thread, wait_within
+from .session import RuntimeSession
 from .task import (
     CALL_FILE,
     PathAliases,
@@ -312,7 +313,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
         except asyncio.CancelledError:
             runtime.abort()
             try:
-                await await_bounded(future, self.configuration().close_timeout, what)
+                await await_bounded(future, self.configuration().close_timeout, f"RADICAL-Pilot {what}")
             except BaseException:  # noqa: BLE001 - we are leaving anyway
                 pass
             raise
@@ -368,7 +369,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
     async def _close_session(self, runtime: RuntimeSession) -> None:
         """Close *runtime* in a thread, bounded by ``close_timeout`` even on cancellation."""
         closing = in_thread(runtime.close, name="scalems-rp-close")
-        await await_bounded(closing, self.configuration().close_timeout, "closing the session")
+        await await_bounded(closing, self.configuration().close_timeout, "closing the RADICAL-Pilot session")
 
     def _pilot_callback(self, runtime: RuntimeSession):
         """The pilot state callback for *runtime*: silent once that session is being closed

@@ -42,7 +42,7 @@ from scalems.exceptions import DispatchError, ResourceError
 from scalems.execution.jobs import FunctionJob, FunctionOutcome
 from scalems.messages import AddItem, HelloCommand, StopCommand
 
-from ..session import in_thread, wait_within
+from scalems.execution.waiting import in_thread, wait_within
 from .config import CPI_MESSAGE, BackendVersion, backend_version, master_input, master_script
 from .worker import decode_rank_result
 
