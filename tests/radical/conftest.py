@@ -1,7 +1,7 @@
 """One RADICAL-Pilot backend for the whole test run.
 
 Starting a session and a local pilot takes 20-30 s and closing one 5-15 s, so
-the RP tests share one :class:`RPDispatchingExecutor` on ``local.localhost``
+the RP tests share one :class:`RadicalBackend` on ``local.localhost``
 (2 cores, 15 minutes run time as a backstop, sandbox and session folder under
 the confined test directories). It runs on its own event loop in a background
 thread, the way the workflow layer runs it.
@@ -76,7 +76,7 @@ class Backend:
 def rp_backend(tmp_path_factory) -> typing.Iterator[Backend]:
     """The shared RP backend (started on first use, closed at the end or by the clean-up test)."""
     pytest.importorskip("radical.pilot")
-    from scalems.radical import RPDispatchingExecutor, RuntimeConfiguration
+    from scalems.radical import RadicalBackend, RuntimeConfiguration
 
     base = tmp_path_factory.mktemp("rp-backend")
     before = snapshot_outside()
@@ -85,7 +85,7 @@ def rp_backend(tmp_path_factory) -> typing.Iterator[Backend]:
         rp_resource_params={"cores": 2, "runtime": 15, "sandbox": str(base / "sandbox")},
         session_dir=str(base / "session"),
     )
-    backend = Backend(RPDispatchingExecutor(configuration=configuration, work_dir=base), base, before)
+    backend = Backend(RadicalBackend(configuration=configuration, work_dir=base), base, before)
     try:
         backend.start()
         yield backend

@@ -1,4 +1,4 @@
-"""Building backend jobs directly, for tests that drive RPDispatchingExecutor without a workflow."""
+"""Building backend jobs directly, for tests that drive RadicalBackend without a workflow."""
 
 import pathlib
 

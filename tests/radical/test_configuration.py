@@ -108,13 +108,13 @@ def test_venv_required_for_remote_resources_and_defaulted_locally(tmp_path):
 
 
 def test_enable_raptor_without_raptor_client_is_a_configuration_error(monkeypatch):
-    from scalems.radical import RPDispatchingExecutor
+    from scalems.radical import RadicalBackend
 
     monkeypatch.setitem(sys.modules, "scalems.radical.raptor", None)
     config = scalems.radical.configuration([*BASE, "--enable-raptor"])
     assert config.enable_raptor
     with pytest.raises(ConfigurationError, match="--enable-raptor"):
-        RPDispatchingExecutor(configuration=config)
+        RadicalBackend(configuration=config)
 
 
 def test_help_and_imports():
@@ -221,10 +221,18 @@ def test_remote_resources_transfer_files(tmp_path):
     assert [sd["target"] for sd in description.input_staging] == ["task:///scalems-call.json"]
 
 
-def test_session_folder_defaults_to_the_work_directory(tmp_path):
-    from scalems.radical import RPDispatchingExecutor
+def test_original_scalems_names_still_work():
+    from scalems.radical.backend import RadicalBackend
 
-    executor = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    assert scalems.radical.RPDispatchingExecutor is RadicalBackend is scalems.radical.RadicalBackend
+    assert scalems.radical.executor_factory is scalems.radical.backend.executor_factory
+    assert scalems.radical.RuntimeSession is scalems.radical.session.RuntimeSession
+
+
+def test_session_folder_defaults_to_the_work_directory(tmp_path):
+    from scalems.radical import RadicalBackend
+
+    executor = RadicalBackend(configuration=RuntimeConfiguration(), work_dir=tmp_path)
     assert executor.session_dir == pathlib.Path(tmp_path, "scalems_radical")
 
 
@@ -232,10 +240,10 @@ def test_configuration_scope_and_factory(tmp_path):
     from types import SimpleNamespace
 
     from scalems.exceptions import APIError
-    from scalems.radical import RPDispatchingExecutor, current_configuration, executor_factory
+    from scalems.radical import RadicalBackend, current_configuration, executor_factory
 
-    first = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
-    second = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    first = RadicalBackend(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    second = RadicalBackend(configuration=RuntimeConfiguration(), work_dir=tmp_path)
     assert current_configuration() is None
     with first.runtime_configuration() as config:
         assert current_configuration() is config

@@ -1,4 +1,4 @@
-"""The RADICAL-Pilot execution backend: :class:`RPDispatchingExecutor`.
+"""The RADICAL-Pilot execution backend: :class:`RadicalBackend`.
 
 The workflow layer enters the backend on its dispatcher event loop and calls
 :meth:`~scalems.execution.RuntimeManager.run` concurrently for many jobs. RP
@@ -11,7 +11,7 @@ them to the event loop.
 
 from __future__ import annotations
 
-__all__ = ("RPDispatchingExecutor", "executor_factory", "current_configuration")
+__all__ = ("RadicalBackend", "executor_factory", "current_configuration")
 
 import asyncio
 import contextlib
@@ -83,7 +83,7 @@ _configuration: contextvars.ContextVar[typing.Optional[RuntimeConfiguration]] = 
 def current_configuration() -> typing.Optional[RuntimeConfiguration]:
     """The configuration of the RADICAL backend active in this context, if any.
 
-    Set while an :class:`RPDispatchingExecutor` is entered, in the context that
+    Set while a :class:`RadicalBackend` is entered, in the context that
     entered it (and tasks created from there).
     """
     return _configuration.get()
@@ -156,7 +156,7 @@ class _Submitter:
             )
 
 
-class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
+class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
     """Runs jobs as RADICAL-Pilot tasks on one pilot.
 
     Executables become ``rp.TaskDescription`` s with staging of their inputs,
@@ -473,7 +473,7 @@ def _write_call(directory: pathlib.Path, text: str) -> None:
     (directory / CALL_FILE).write_text(text)
 
 
-def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = None) -> RPDispatchingExecutor:
+def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = None) -> RadicalBackend:
     """Create the RADICAL backend for *manager* (the workflow manager).
 
     Args:
@@ -488,4 +488,4 @@ def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = No
             "(at least --resource) to the workflow manager."
         )
     datastore = manager.datastore() if hasattr(manager, "datastore") else None
-    return RPDispatchingExecutor(configuration=params, work_dir=getattr(manager, "directory", None), datastore=datastore)
+    return RadicalBackend(configuration=params, work_dir=getattr(manager, "directory", None), datastore=datastore)
