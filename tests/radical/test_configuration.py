@@ -95,6 +95,75 @@ def test_access_schema_is_checked():
         RuntimeConfiguration(access="gsissh")
 
 
+#: A user resource config as upstream SCALE-MS shipped them, in RP's format before 1.40.
+_PRE_140_CONFIG = {
+    "localhost": {
+        "description": "this machine, written for RADICAL-Pilot < 1.40",
+        "schemas": ["local", "ssh"],
+        "local": {"job_manager_endpoint": "fork://localhost/", "filesystem_endpoint": "file://localhost/"},
+        "ssh": {"job_manager_endpoint": "ssh://localhost/", "filesystem_endpoint": "sftp://localhost/"},
+        "resource_manager": "FORK",
+        "agent_scheduler": "CONTINUOUS",
+        "agent_spawner": "POPEN",
+        "launch_methods": {"order": ["FORK"], "FORK": {}},
+        "default_remote_workdir": "$HOME",
+        "virtenv_mode": "local",
+    }
+}
+
+
+@pytest.fixture
+def user_resource_dir(tmp_path, monkeypatch):
+    """An empty RADICAL user config folder of this test (RP reads $RADICAL_CONFIG_USER_DIR/.radical/...)."""
+    from scalems.radical import runtime_configuration
+
+    monkeypatch.setenv("RADICAL_CONFIG_USER_DIR", str(tmp_path / "user"))
+    directory = tmp_path / "user" / ".radical" / "pilot" / "configs"
+    directory.mkdir(parents=True)
+    runtime_configuration._resource_configs.cache_clear()
+    yield directory
+    runtime_configuration._resource_configs.cache_clear()
+
+
+def test_resource_config_of_rp_before_1_40_is_a_usage_error_naming_file_and_fix(user_resource_dir, tmp_path):
+    import json
+
+    path = user_resource_dir / "resource_oldsite.json"
+    path.write_text(json.dumps(_PRE_140_CONFIG, indent=1))
+    for access in (None, "ssh"):
+        with pytest.raises(ConfigurationError) as error:
+            RuntimeConfiguration(execution_target="oldsite.localhost", target_venv=sys.prefix, access=access)
+        message = str(error.value)
+        assert str(path) in message and "oldsite.localhost" in message and "1.40" in message
+        # What to change, in the user's own names: the 1.40 shape.
+        assert '"schemas": ["local", "ssh"]' in message
+        assert '"default_schema": "local", "schemas": {"local": {...}, "ssh": {...}}' in message
+    # On the command line: a usage message (exit status 2), not a traceback.
+    script = tmp_path / "script.py"
+    script.write_text("print('never runs')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "scalems.radical", "--resource", "oldsite.localhost", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "never runs" not in done.stdout
+    assert str(path) in done.stderr and '"default_schema": "local"' in done.stderr
+
+
+def test_resource_config_in_the_1_40_format_is_accepted(user_resource_dir):
+    import json
+
+    host = dict(_PRE_140_CONFIG["localhost"])
+    host["default_schema"] = "local"
+    host["schemas"] = {name: host.pop(name) for name in ("local", "ssh")}
+    (user_resource_dir / "resource_newsite.json").write_text(json.dumps({"localhost": host}))
+    config = RuntimeConfiguration(execution_target="newsite.localhost", target_venv=sys.prefix, access="ssh")
+    assert config.access == "ssh" and "newsite.localhost" in known_resources()
+
+
 def test_venv_required_for_remote_resources_and_defaulted_locally(tmp_path):
     remote = next(name for name in known_resources() if not name.startswith("local."))
     with pytest.raises(ConfigurationError, match="--venv"):
