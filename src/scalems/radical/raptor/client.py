@@ -2,7 +2,7 @@
 
 :class:`RaptorClient` starts a ``scalems_rp_master`` task on a pilot, waits
 (bounded) until a worker answers, and then runs :class:`FunctionJob` s as
-:class:`~scalems.messages.AddItem` command tasks, returning the
+:class:`~.messages.AddItem` command tasks, returning the
 :mod:`scalems.call` result text as a :class:`FunctionOutcome`.
 
 Threading: RP calls can block (and some can block forever if the pilot dies),
@@ -40,9 +40,9 @@ import radical.utils as ru
 import scalems.call
 from scalems.exceptions import DispatchError, ResourceError
 from scalems.execution.jobs import FunctionJob, FunctionOutcome
-from scalems.messages import AddItem, HelloCommand, StopCommand
 
 from scalems.execution.waiting import in_thread, wait_within
+from .messages import AddItem, HelloCommand, StopCommand
 from .config import CPI_MESSAGE, BackendVersion, backend_version, master_input, master_script
 from .worker import decode_rank_result
 

@@ -44,7 +44,8 @@ import radical.pilot as rp
 
 import scalems
 from scalems.exceptions import ConfigurationError, SoftwareCompatibilityError
-from scalems.messages import CPI_MESSAGE
+
+from .messages import CPI_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ _MASTER_ENTRY_POINT = "scalems.radical.raptor:master"
 
 @dataclasses.dataclass(frozen=True)
 class BackendVersion:
-    """What the master answers to a :class:`~scalems.messages.HelloCommand`.
+    """What the master answers to a :class:`~.messages.HelloCommand`.
 
     Lets the client confirm that the far end is a scalems master of a known
     revision before trusting it with work.
