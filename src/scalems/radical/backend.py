@@ -5,8 +5,8 @@ The workflow layer enters the backend on its dispatcher event loop and calls
 calls block, so they run in worker threads: session start-up and close in
 their own threads, task submission and cancellation in one long-lived
 submitter thread (which submits whatever has queued up as one bulk). RP
-reports task states from its own thread; :class:`~.task.TaskWatcher` hands
-them to the event loop.
+reports task states from its own thread; a :class:`~.watch.TaskWatcher` hands
+them to the event loop (:mod:`.watch`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import itertools
 import logging
 import os
 import pathlib
-import queue
-import threading
 import typing
 
 from scalems.exceptions import (
@@ -53,12 +51,12 @@ from .task import (
     CALL_FILE,
     PathAliases,
     StagingError,
-    TaskWatcher,
     describe_executable,
     describe_function,
     executable_outcome,
     function_outcome,
 )
+from .watch import FinalTaskState, Submitter, TaskWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +68,6 @@ LOCAL_PILOT_STARTUP_TIMEOUT = 300.0
 
 #: Sessions tried when RP hangs while creating one (see ``session_startup_timeout``).
 SESSION_START_ATTEMPTS = 2
-
-#: After cancelling an RP task, wait this long for RP to confirm, so that no late
-#: staging writes into a task directory the workflow may already reuse.
-CANCEL_CONFIRM_TIMEOUT = 10.0
 
 _configuration: contextvars.ContextVar[typing.Optional[RuntimeConfiguration]] = contextvars.ContextVar(
     "scalems.radical.configuration", default=None
@@ -99,61 +93,6 @@ def _raptor_client_class():
             "Run without --enable-raptor: function tasks then run as 'python -m scalems.call' RP tasks."
         ) from error
     return RaptorClient
-
-
-class _Submitter:
-    """One daemon thread that submits and cancels RP tasks, in bulk, in order of request."""
-
-    def __init__(self, task_manager: rp.TaskManager, watcher: TaskWatcher):
-        self._tmgr = task_manager
-        self._watcher = watcher
-        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="scalems-rp-submit", daemon=True)
-        self._thread.start()
-
-    def submit(self, description: rp.TaskDescription) -> None:
-        self._queue.put(("submit", description))
-
-    def cancel(self, uid: str) -> None:
-        self._queue.put(("cancel", uid))
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def _run(self):
-        while True:
-            item = self._queue.get()
-            batch = [item]
-            while item is not None:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-            submit = [value for kind, value in (b for b in batch if b is not None) if kind == "submit"]
-            cancel = [value for kind, value in (b for b in batch if b is not None) if kind == "cancel"]
-            if submit:
-                try:
-                    self._tmgr.submit_tasks(submit)
-                except Exception:  # noqa: BLE001 - one bad description must not fail the whole bulk
-                    for description in submit:
-                        self._submit_one(description)
-            if cancel:
-                try:
-                    self._tmgr.cancel_tasks(cancel)
-                except Exception:  # noqa: BLE001
-                    logger.exception("Could not cancel RP task(s) %s", cancel)
-            if batch[-1] is None:
-                return
-
-    def _submit_one(self, description: rp.TaskDescription):
-        try:
-            self._tmgr.submit_tasks([description])
-        except Exception as error:  # noqa: BLE001 - reported to the waiting job
-            logger.exception("RADICAL-Pilot refused task %s (%s)", description.uid, description.name)
-            self._watcher.fail(
-                description.uid, DispatchError(f"RADICAL-Pilot refused task {description.name!r}: {error}")
-            )
 
 
 class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
@@ -198,7 +137,7 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             )
         self.session_dir = session_dir
         self._watcher: typing.Optional[TaskWatcher] = None
-        self._submitter: typing.Optional[_Submitter] = None
+        self._submitter: typing.Optional[Submitter] = None
         self._raptor = None
         self._aliases = PathAliases()
         self._counter = itertools.count()
@@ -246,7 +185,7 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             await self._step(
                 runtime, tmgr.register_callback, self._watcher.callback, what="callback registration"
             )
-            self._submitter = _Submitter(tmgr, self._watcher)
+            self._submitter = Submitter(tmgr, self._watcher)
             timeout = config.pilot_startup_timeout
             if timeout is None and config.is_local:
                 timeout = LOCAL_PILOT_STARTUP_TIMEOUT
@@ -417,24 +356,9 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
     def _next_uid(self) -> str:
         return f"scalems.task.{next(self._counter):06d}"
 
-    async def _submit_and_wait(self, description: rp.TaskDescription):
+    async def _submit_and_wait(self, description: rp.TaskDescription) -> FinalTaskState:
         self._check_running()
-        uid = description.uid
-        future = self._watcher.expect(uid)
-        self._submitter.submit(description)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            submitter = self._submitter
-            if submitter is not None:
-                submitter.cancel(uid)
-            try:
-                await asyncio.wait({future}, timeout=CANCEL_CONFIRM_TIMEOUT)
-            finally:
-                self._watcher.forget(uid)
-                if future.done() and not future.cancelled():
-                    future.exception()  # mark retrieved
-            raise
+        return await self._submitter.run(description)
 
     async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
         uid = self._next_uid()
@@ -442,10 +366,10 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             description = describe_executable(job, uid, self.configuration(), self._aliases)
         except StagingError as error:
             return ExecutableOutcome(exitcode=None, error=str(error))
-        record = await self._submit_and_wait(description)
+        final = await self._submit_and_wait(description)
         first = job.argv[0]
         program = first.name if isinstance(first, InputFile) else os.fspath(first)
-        return executable_outcome(job, record, program)
+        return executable_outcome(job, final, program)
 
     async def run_function(self, job: FunctionJob) -> FunctionOutcome:
         raptor = self._raptor
@@ -464,8 +388,8 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             description = describe_function(job, uid, self.configuration(), self._aliases)
         except StagingError as error:
             return FunctionOutcome(error=str(error))
-        record = await self._submit_and_wait(description)
-        return await asyncio.to_thread(function_outcome, job, record)
+        final = await self._submit_and_wait(description)
+        return await asyncio.to_thread(function_outcome, job, final)
 
 
 def _write_call(directory: pathlib.Path, text: str) -> None:
