@@ -6,7 +6,8 @@ calls block, so they run in worker threads: session start-up and close in
 their own threads, task submission and cancellation in one long-lived
 submitter thread (which submits whatever has queued up as one bulk). RP
 reports task states from its own thread; a :class:`~.watch.TaskWatcher` hands
-them to the event loop (:mod:`.watch`).
+them to the event loop. The Raptor client (``enable_raptor``) shares that
+submitter and watcher (:mod:`.watch`).
 """
 
 from __future__ import annotations
@@ -118,14 +119,12 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
         *,
         configuration: RuntimeConfiguration,
         work_dir: typing.Optional[os.PathLike] = None,
-        datastore=None,
     ):
         if not isinstance(configuration, RuntimeConfiguration):
             raise TypeError(
                 f"scalems.radical needs a RuntimeConfiguration, got {type(configuration).__name__}; "
                 "use scalems.radical.configuration(...)"
             )
-        self._datastore = datastore  # the work directory's FileStore (Raptor's configuration goes there)
         if configuration.enable_raptor:
             _raptor_client_class()  # fail now, before a pilot is started for nothing
         super().__init__(configuration=configuration)
@@ -259,14 +258,10 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
 
     async def _start_raptor(self, runtime: RuntimeSession):
         RaptorClient = _raptor_client_class()
-        directory = self.session_dir / "raptor"
-        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         # ---- Raptor hook -----------------------------------------------------------------
         # scalems.radical.raptor owns the master/worker protocol; this backend only hands it
-        # the running session and routes function jobs to it (see run_function).
-        return await RaptorClient.start(
-            session=runtime, configuration=self.configuration(), datastore_dir=directory, filestore=self._datastore
-        )
+        # the running session and its submitter, and routes function jobs to it (see run_function).
+        return await RaptorClient.start(runtime, self.configuration(), self._submitter)
 
     async def runtime_shutdown(self, runtime: RuntimeSession) -> None:
         """Stop Raptor, cancel what is still queued, close the session (bounded, even on Ctrl-C)."""
@@ -373,7 +368,7 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
 
     async def run_function(self, job: FunctionJob) -> FunctionOutcome:
         raptor = self._raptor
-        if raptor is not None and job.resources.ranks <= getattr(raptor, "worker_ranks", 1):
+        if raptor is not None and job.resources.ranks <= raptor.worker_ranks:
             # ---- Raptor hook: function calls go to the scalems Raptor worker. ----
             return await raptor.run_function(job)
         directory = job.directory
@@ -401,7 +396,8 @@ def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = No
     """Create the RADICAL backend for *manager* (the workflow manager).
 
     Args:
-        manager: the workflow manager; its ``directory`` (work directory) holds RP's session folder.
+        manager: the workflow manager; only its ``directory`` (the work directory, which holds
+            RP's session folder) is used.
         params: the backend configuration (from :func:`scalems.radical.configuration`).
     """
     if params is None:
@@ -411,5 +407,4 @@ def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = No
             "scalems.radical needs a configuration: pass scalems.radical.configuration([...]) "
             "(at least --resource) to the workflow manager."
         )
-    datastore = manager.datastore() if hasattr(manager, "datastore") else None
-    return RadicalBackend(configuration=params, work_dir=getattr(manager, "directory", None), datastore=datastore)
+    return RadicalBackend(configuration=params, work_dir=manager.directory)

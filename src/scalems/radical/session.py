@@ -176,7 +176,7 @@ class RuntimeSession:
         #: What :meth:`open` is doing (for the message when RP hangs there).
         self.stage = "not started"
 
-    # -- accessors (RaptorClient accepts methods or attributes) ---------------------------
+    # -- accessors ------------------------------------------------------------------------
     @property
     def uid(self) -> typing.Optional[str]:
         return self.session.uid if self.session is not None else None

@@ -155,15 +155,11 @@ class CpiAddItem(CpiCommand):
             item = json.loads(add_item.encoded_item)
         except ValueError as err:
             raise ProtocolError(f"AddItem does not carry JSON: {err}") from err
-        if not isinstance(item, dict) or not ("call" in item or ("module" in item and "func" in item)):
-            raise ProtocolError("AddItem must encode an object with 'call' (or 'module' and 'func')")
-        ranks = item.get("ranks", 1)
-        if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-            raise ProtocolError(f"AddItem ranks must be an integer >= 1, got {ranks!r}")
-        work_item = ScalemsRaptorWorkItem(comm_arg_name=item.get("comm_arg_name"), ranks=ranks)
-        for key in ("call", "module", "func", "args", "kwargs", "label"):
-            if key in item:
-                work_item[key] = item[key]
+        if not isinstance(item, dict) or not isinstance(item.get("call"), str):
+            raise ProtocolError("AddItem must encode an object whose 'call' is a scalems.call record (JSON text)")
+        work_item = ScalemsRaptorWorkItem(call=item["call"], comm_arg_name=item.get("comm_arg_name"))
+        if "label" in item:
+            work_item["label"] = str(item["label"])
         return work_item
 
     @classmethod
@@ -176,7 +172,6 @@ class CpiAddItem(CpiCommand):
         description["function"] = "run_in_worker"
         description["args"] = []
         description["kwargs"] = {"work_item": work_item}
-        description["ranks"] = work_item["ranks"]
         return [task]
 
 
