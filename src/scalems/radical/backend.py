@@ -28,7 +28,6 @@ from scalems.exceptions import (
     ConfigurationError,
     DispatchError,
     MissingDependencyError,
-    MissingImplementationError,
 )
 
 try:
@@ -88,7 +87,7 @@ def _raptor_client_class():
     """The Raptor client class, or a ConfigurationError saying why --enable-raptor cannot work."""
     try:
         from scalems.radical.raptor import RaptorClient
-    except (ImportError, MissingImplementationError, NotImplementedError, AttributeError) as error:
+    except ImportError as error:
         raise ConfigurationError(
             f"--enable-raptor needs scalems.radical.raptor.RaptorClient, which is not available here ({error}). "
             "Run without --enable-raptor: function tasks then run as 'python -m scalems.call' RP tasks."

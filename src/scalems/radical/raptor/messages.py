@@ -106,7 +106,7 @@ class Command:
             )
         try:
             return command_class(**fields)
-        except (TypeError, ValueError) as err:
+        except TypeError as err:  # a field of the wrong type (see AddItem.__post_init__)
             raise ProtocolError(f"Invalid encoded {name} command: {err}") from err
 
 
