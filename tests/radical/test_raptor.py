@@ -154,10 +154,11 @@ def test_master_input_round_trip(tmp_path):
     assert raptor.parser.parse_args([str(path)]).file == str(path)
 
 
-def test_configure_worker_writes_module_file(tmp_path):
+def test_configure_worker_writes_module_file(tmp_path, monkeypatch):
     master = _offline_master()
     requirements = raptor.worker_requirements(pre_exec=["export X=1"], cpu_processes=2)
-    with master.configure_worker(requirements, directory=str(tmp_path)) as descriptions:
+    monkeypatch.chdir(tmp_path)  # the master's task sandbox
+    with master.configure_worker(requirements) as descriptions:
         assert len(descriptions) == 1
         description = descriptions[0]
         assert description.mode == rp.RAPTOR_WORKER
@@ -165,7 +166,7 @@ def test_configure_worker_writes_module_file(tmp_path):
         assert description.ranks == 2
         assert description.pre_exec == ["export X=1"]
         worker_file = pathlib.Path(description.raptor_file)
-        assert worker_file.is_absolute() and worker_file.exists()
+        assert worker_file.is_absolute() and worker_file.exists() and worker_file.parent.parent == tmp_path
         import radical.utils as ru
 
         assert ru.load_class(str(worker_file), "ScaleMSWorker", rp.raptor.Worker) is raptor.ScaleMSWorker

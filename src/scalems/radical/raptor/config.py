@@ -80,7 +80,7 @@ class ClientWorkerRequirements:
     """
 
     cpu_processes: int = 1
-    """MPI ranks of the worker (the largest ``ranks`` of any function task it must run)."""
+    """MPI ranks of the worker (the scalems client asks for one: calls with more ranks run as plain RP tasks)."""
 
     gpus_per_process: int = 0
     """GPUs per worker rank."""

@@ -208,27 +208,23 @@ class ScaleMSMaster(rp.raptor.Master):
     # -- workers ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def configure_worker(
-        self, requirements: ClientWorkerRequirements, *, directory: typing.Optional[str] = None
-    ) -> typing.Iterator[RaptorWorkerConfig]:
+    def configure_worker(self, requirements: ClientWorkerRequirements) -> typing.Iterator[RaptorWorkerConfig]:
         """Write the worker module file and yield the worker descriptions that use it.
 
         The file exists for the duration of the ``with`` block (workers import
-        it when they start). It goes in *directory*, by default the master's
-        working directory (its task sandbox), which the workers share even on
-        other nodes.
+        it when they start). It goes in the master's working directory (its
+        task sandbox), which the workers share even on other nodes.
         """
-        with self._worker_file(directory=directory) as worker_file:
+        with self._worker_file() as worker_file:
             yield _configure_worker(requirements=requirements, filename=worker_file)
 
     @contextlib.contextmanager
-    def _worker_file(self, *, directory=None) -> typing.Iterator[str]:
+    def _worker_file(self) -> typing.Iterator[str]:
         worker = ScaleMSWorker
         if worker in self._worker_files:
             yield self._worker_files[worker]
             return
-        base = directory if directory is not None else os.getcwd()
-        with tempfile.TemporaryDirectory(dir=base, prefix="scalems_worker_") as tmp:
+        with tempfile.TemporaryDirectory(dir=os.getcwd(), prefix="scalems_worker_") as tmp:
             filename = os.path.join(tmp, "scalems_worker.py")
             with open(filename, "w") as fh:
                 fh.write(f"from {worker.__module__} import {worker.__name__}\n")
