@@ -326,3 +326,37 @@ def test_configuration_scope_and_factory(tmp_path):
         executor_factory(SimpleNamespace(directory=tmp_path))
     with pytest.raises(TypeError, match="RuntimeConfiguration"):
         executor_factory(SimpleNamespace(directory=tmp_path), {"resource": "local.localhost"})
+
+
+def test_the_backend_never_sees_the_store():
+    """Nothing under scalems.radical imports scalems.store, nor does importing any of it load the store."""
+    import ast
+
+    root = pathlib.Path(scalems.radical.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("scalems.store", "..store", "...store")), (
+                    f"{path.relative_to(root)} imports {name}"
+                )
+    modules = [
+        "scalems." + ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "__main__.py"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {[m.replace('.__init__', '') for m in modules]!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('scalems.store')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
