@@ -296,6 +296,19 @@ def test_backend_runs_single_rank_function_jobs_in_the_raptor_worker(raptor_back
 
 
 @pytest.mark.radical
+def test_functions_from_modules_beside_the_script_run_in_the_raptor_worker(raptor_backend, client):
+    # Pickled by reference (not by value, as __main__ functions): the worker imports the module,
+    # which it finds because the client's user-code directories are on its PYTHONPATH.
+    from raptor_beside_script import where
+
+    job = _job(where, 4)
+    assert b"raptor_beside_script" in job.call.encode() and b"def where" not in job.call.encode()
+    outcome = raptor_backend.run(job, timeout=120)
+    assert outcome.error is None
+    assert _value(outcome.result) == (12, client.worker_pid)
+
+
+@pytest.mark.radical
 def test_many_function_tasks(raptor_backend, client, record_property):
     square = SCRIPT["square"]
     jobs = [_job(square, i) for i in range(200)]

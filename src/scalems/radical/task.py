@@ -33,6 +33,7 @@ __all__ = (
     "StagingError",
     "describe_executable",
     "describe_function",
+    "python_path_pre_exec",
     "executable_outcome",
     "function_outcome",
     "CALL_FILE",
@@ -290,6 +291,21 @@ def _client_python_path() -> typing.List[str]:
     return found
 
 
+def python_path_pre_exec(configuration: RuntimeConfiguration) -> typing.List[str]:
+    """Shell lines that put the client's user-code directories on ``PYTHONPATH`` (local resources only).
+
+    For function tasks and the Raptor worker alike: a function from a module beside
+    the workflow script is pickled by reference and must be importable there.
+    """
+    if not configuration.is_local:
+        return []
+    path = _client_python_path()
+    if not path:
+        return []
+    joined = shlex.quote(os.pathsep.join(path))
+    return [f'export PYTHONPATH={joined}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+
+
 def describe_function(
     job: FunctionJob, uid: str, configuration: RuntimeConfiguration, aliases: PathAliases
 ) -> rp.TaskDescription:
@@ -311,12 +327,7 @@ def describe_function(
         ["/bin/sh", "-c", script, configuration.python, CALL_FILE, RESULT_FILE]
     )
     description.arguments = []
-    description.pre_exec = get_pre_exec(configuration)
-    if configuration.is_local:
-        path = _client_python_path()
-        if path:
-            joined = shlex.quote(os.pathsep.join(path))
-            description.pre_exec.append(f'export PYTHONPATH={joined}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    description.pre_exec = get_pre_exec(configuration) + python_path_pre_exec(configuration)
     return _completed(description, staging, FUNCTION_STDOUT, FUNCTION_STDERR, job)
 
 

@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+import shlex
 import time
 import typing
 import uuid
@@ -33,6 +34,7 @@ from scalems.execution.jobs import FunctionJob, FunctionOutcome
 
 from ..runtime_configuration import RuntimeConfiguration
 from ..session import RuntimeSession
+from ..task import python_path_pre_exec
 from ..watch import FinalTaskState, Submitter
 from .config import CPI_MESSAGE, BackendVersion, backend_version, master_input, master_script
 from .messages import AddItem, Command, HelloCommand, StopCommand
@@ -92,7 +94,11 @@ class RaptorClient:
                 where their logs are); nothing of this client is left running.
         """
         venv = configuration.target_venv
-        pre_exec = [*configuration.pre_exec, f"export PATH={os.path.join(venv, 'bin')}:$PATH"]
+        pre_exec = [
+            *configuration.pre_exec,
+            f"export PATH={shlex.quote(os.path.join(venv, 'bin'))}:$PATH",
+            *python_path_pre_exec(configuration),
+        ]
         config_file = await asyncio.to_thread(
             master_input,
             directory=session.session.path,
