@@ -420,18 +420,39 @@ def test_worker_crash_is_reported(raptor_backend):
 
 
 @pytest.mark.radical
-def test_stop_ends_master_done(raptor_backend, client):
+def test_stop_ends_master_done(raptor_backend):
     async def stop_with_pending_work():
-        napping = asyncio.ensure_future(client.run_function(_job(SCRIPT["nap"], 2), timeout=60))
+        stopping = await _start_client(raptor_backend)
+        napping = asyncio.ensure_future(stopping.run_function(_job(SCRIPT["nap"], 2), timeout=60))
         await asyncio.sleep(1)
-        await client.stop(timeout=60)
-        return await napping
+        await stopping.stop(timeout=60)
+        return stopping, await napping
 
     # Stop lets submitted work finish first.
-    assert _value(raptor_backend.call(stop_with_pending_work()).result) == 2
-    assert client.master_state == rp.DONE
+    stopped, outcome = raptor_backend.call(stop_with_pending_work(), timeout=300)
+    assert _value(outcome.result) == 2
+    assert stopped.master_state == rp.DONE and not stopped.alive
     with pytest.raises(DispatchError):
-        raptor_backend.call(client.run_function(_job(SCRIPT["square"], 2)))
+        raptor_backend.call(stopped.run_function(_job(SCRIPT["square"], 2)))
+
+
+@pytest.mark.radical
+def test_a_call_that_kills_the_worker_fails_alone(raptor_backend, client, tmp_path, caplog):
+    """Through the backend: calls the dead master still had run again, each as its own RP task."""
+    jobs = [_job(SCRIPT["die"])] + [_job(SCRIPT["square"], i) for i in range(6)]
+    jobs = [job._replace(directory=tmp_path / f"task{n}") for n, job in enumerate(jobs)]
+
+    async def run_all():
+        return await asyncio.gather(*(raptor_backend.executor.run(job) for job in jobs))
+
+    crashed, *others = raptor_backend.call(run_all(), timeout=300)
+    assert crashed.result is None and "exit status 3" in crashed.error
+    assert [_value(outcome.result) for outcome in others] == [i * i for i in range(6)]
+    assert not client.alive and client.master_state == rp.FAILED
+    # Later calls run as separate RP tasks, not in the dead worker.
+    later = raptor_backend.run(_job(SCRIPT["pid"])._replace(directory=tmp_path / "later"), timeout=120)
+    assert later.error is None and _value(later.result) != client.worker_pid
+    assert any("run as separate RP tasks" in record.getMessage() for record in caplog.records)
 
 
 def _leftovers(markers) -> list:

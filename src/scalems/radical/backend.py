@@ -102,7 +102,9 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
     stdin, stdout, stderr and declared outputs; function calls become ``python
     -m scalems.call`` tasks, or go to a scalems Raptor worker when
     ``enable_raptor`` is set. Results are staged back into each job's local
-    directory.
+    directory. Should the Raptor master end during the run (a call killed its
+    worker), the calls it still had run again, each as its own RP task, so that
+    only the call that kills its process fails; later calls run that way too.
 
     Args:
         configuration: the backend settings.
@@ -137,6 +139,7 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
         self._watcher: typing.Optional[TaskWatcher] = None
         self._submitter: typing.Optional[Submitter] = None
         self._raptor = None
+        self._raptor_lost = False
         self._aliases = PathAliases()
         self._counter = itertools.count()
         self._pilot_error: typing.Optional[str] = None
@@ -368,8 +371,25 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
     async def run_function(self, job: FunctionJob) -> FunctionOutcome:
         raptor = self._raptor
         if raptor is not None and job.resources.ranks <= raptor.worker_ranks:
-            # ---- Raptor hook: function calls go to the scalems Raptor worker. ----
-            return await raptor.run_function(job)
+            if raptor.alive:
+                # ---- Raptor hook: function calls go to the scalems Raptor worker. ----
+                outcome = await raptor.run_function(job)
+                if outcome.error is None or raptor.alive or self._closing or self._pilot_error is not None:
+                    return outcome
+                # The master ended, with its worker, before this call finished: the call may have
+                # killed the worker, or waited behind the one that did (the client cannot tell which
+                # was running). Run it again, alone, so that only a call that kills its process fails.
+                logger.warning(
+                    "Running %r again as its own RP task: %s", job.label, outcome.error.splitlines()[0]
+                )
+            if not self._raptor_lost:
+                self._raptor_lost = True
+                logger.warning(
+                    "The scalems Raptor master %s has ended (%s); function calls run as separate RP tasks "
+                    "from now on.",
+                    raptor.master_uid,
+                    raptor.master_state or "stopped",
+                )
         directory = job.directory
         if directory is None:
             directory = self.session_dir / "calls" / job.uid

@@ -165,6 +165,11 @@ class RaptorClient:
     # -- public API --------------------------------------------------------------
 
     @property
+    def alive(self) -> bool:
+        """Whether the master runs and this client takes work (not stopped, master not ended)."""
+        return not self._closed and self._master_done is not None and not self._master_done.done()
+
+    @property
     def master_state(self) -> typing.Optional[str]:
         """Final RP state of the master task; None while it runs (or if the backend failed it)."""
         final = self._master_final()
