@@ -1,13 +1,28 @@
-"""scalems.messages: commands survive the msgpack/JSON trip to the Raptor master."""
+"""scalems.messages: commands survive the msgpack/JSON trip to the Raptor master.
+
+The commands live in scalems.radical.raptor.messages (only Raptor uses them);
+scalems.messages, their public name, re-exports them and so needs radical.pilot.
+"""
 
 import json
 
 import pytest
 
-from scalems.exceptions import ProtocolError
-from scalems.messages import AddItem, Command, HelloCommand, StopCommand
+pytest.importorskip("radical.pilot")
 
-COMMANDS = [HelloCommand(), StopCommand(), AddItem(encoded_item=json.dumps({"func": "abc", "args": [1]}))]
+from scalems.exceptions import ProtocolError  # noqa: E402
+from scalems.messages import AddItem, Command, HelloCommand, StopCommand  # noqa: E402
+
+COMMANDS = [HelloCommand(), StopCommand(), AddItem(encoded_item=json.dumps({"call": "{}", "label": "abc"}))]
+
+
+def test_public_name_is_the_raptor_module():
+    import scalems.messages
+    import scalems.radical.raptor.messages as raptor_messages
+
+    for name in ("CPI_MESSAGE", "AddItem", "Command", "HelloCommand", "StopCommand"):
+        assert getattr(scalems.messages, name) is getattr(raptor_messages, name)
+    assert scalems.messages.Command.decode(AddItem("{}").encode()) == raptor_messages.AddItem("{}")
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=repr)

@@ -95,6 +95,75 @@ def test_access_schema_is_checked():
         RuntimeConfiguration(access="gsissh")
 
 
+#: A user resource config as upstream SCALE-MS shipped them, in RP's format before 1.40.
+_PRE_140_CONFIG = {
+    "localhost": {
+        "description": "this machine, written for RADICAL-Pilot < 1.40",
+        "schemas": ["local", "ssh"],
+        "local": {"job_manager_endpoint": "fork://localhost/", "filesystem_endpoint": "file://localhost/"},
+        "ssh": {"job_manager_endpoint": "ssh://localhost/", "filesystem_endpoint": "sftp://localhost/"},
+        "resource_manager": "FORK",
+        "agent_scheduler": "CONTINUOUS",
+        "agent_spawner": "POPEN",
+        "launch_methods": {"order": ["FORK"], "FORK": {}},
+        "default_remote_workdir": "$HOME",
+        "virtenv_mode": "local",
+    }
+}
+
+
+@pytest.fixture
+def user_resource_dir(tmp_path, monkeypatch):
+    """An empty RADICAL user config folder of this test (RP reads $RADICAL_CONFIG_USER_DIR/.radical/...)."""
+    from scalems.radical import runtime_configuration
+
+    monkeypatch.setenv("RADICAL_CONFIG_USER_DIR", str(tmp_path / "user"))
+    directory = tmp_path / "user" / ".radical" / "pilot" / "configs"
+    directory.mkdir(parents=True)
+    runtime_configuration._resource_configs.cache_clear()
+    yield directory
+    runtime_configuration._resource_configs.cache_clear()
+
+
+def test_resource_config_of_rp_before_1_40_is_a_usage_error_naming_file_and_fix(user_resource_dir, tmp_path):
+    import json
+
+    path = user_resource_dir / "resource_oldsite.json"
+    path.write_text(json.dumps(_PRE_140_CONFIG, indent=1))
+    for access in (None, "ssh"):
+        with pytest.raises(ConfigurationError) as error:
+            RuntimeConfiguration(execution_target="oldsite.localhost", target_venv=sys.prefix, access=access)
+        message = str(error.value)
+        assert str(path) in message and "oldsite.localhost" in message and "1.40" in message
+        # What to change, in the user's own names: the 1.40 shape.
+        assert '"schemas": ["local", "ssh"]' in message
+        assert '"default_schema": "local", "schemas": {"local": {...}, "ssh": {...}}' in message
+    # On the command line: a usage message (exit status 2), not a traceback.
+    script = tmp_path / "script.py"
+    script.write_text("print('never runs')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "scalems.radical", "--resource", "oldsite.localhost", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "never runs" not in done.stdout
+    assert str(path) in done.stderr and '"default_schema": "local"' in done.stderr
+
+
+def test_resource_config_in_the_1_40_format_is_accepted(user_resource_dir):
+    import json
+
+    host = dict(_PRE_140_CONFIG["localhost"])
+    host["default_schema"] = "local"
+    host["schemas"] = {name: host.pop(name) for name in ("local", "ssh")}
+    (user_resource_dir / "resource_newsite.json").write_text(json.dumps({"localhost": host}))
+    config = RuntimeConfiguration(execution_target="newsite.localhost", target_venv=sys.prefix, access="ssh")
+    assert config.access == "ssh" and "newsite.localhost" in known_resources()
+
+
 def test_venv_required_for_remote_resources_and_defaulted_locally(tmp_path):
     remote = next(name for name in known_resources() if not name.startswith("local."))
     with pytest.raises(ConfigurationError, match="--venv"):
@@ -108,13 +177,13 @@ def test_venv_required_for_remote_resources_and_defaulted_locally(tmp_path):
 
 
 def test_enable_raptor_without_raptor_client_is_a_configuration_error(monkeypatch):
-    from scalems.radical import RPDispatchingExecutor
+    from scalems.radical import RadicalBackend
 
     monkeypatch.setitem(sys.modules, "scalems.radical.raptor", None)
     config = scalems.radical.configuration([*BASE, "--enable-raptor"])
     assert config.enable_raptor
     with pytest.raises(ConfigurationError, match="--enable-raptor"):
-        RPDispatchingExecutor(configuration=config)
+        RadicalBackend(configuration=config)
 
 
 def test_help_and_imports():
@@ -241,10 +310,18 @@ def test_remote_resources_transfer_files(tmp_path):
     assert [sd["target"] for sd in description.input_staging] == ["task:///scalems-call.json"]
 
 
-def test_session_folder_defaults_to_the_work_directory(tmp_path):
-    from scalems.radical import RPDispatchingExecutor
+def test_original_scalems_names_still_work():
+    from scalems.radical.backend import RadicalBackend
 
-    executor = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    assert scalems.radical.RPDispatchingExecutor is RadicalBackend is scalems.radical.RadicalBackend
+    assert scalems.radical.executor_factory is scalems.radical.backend.executor_factory
+    assert scalems.radical.RuntimeSession is scalems.radical.session.RuntimeSession
+
+
+def test_session_folder_defaults_to_the_work_directory(tmp_path):
+    from scalems.radical import RadicalBackend
+
+    executor = RadicalBackend(configuration=RuntimeConfiguration(), work_dir=tmp_path)
     assert executor.session_dir == pathlib.Path(tmp_path, "scalems_radical")
 
 
@@ -252,10 +329,10 @@ def test_configuration_scope_and_factory(tmp_path):
     from types import SimpleNamespace
 
     from scalems.exceptions import APIError
-    from scalems.radical import RPDispatchingExecutor, current_configuration, executor_factory
+    from scalems.radical import RadicalBackend, current_configuration, executor_factory
 
-    first = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
-    second = RPDispatchingExecutor(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    first = RadicalBackend(configuration=RuntimeConfiguration(), work_dir=tmp_path)
+    second = RadicalBackend(configuration=RuntimeConfiguration(), work_dir=tmp_path)
     assert current_configuration() is None
     with first.runtime_configuration() as config:
         assert current_configuration() is config
@@ -269,3 +346,37 @@ def test_configuration_scope_and_factory(tmp_path):
         executor_factory(SimpleNamespace(directory=tmp_path))
     with pytest.raises(TypeError, match="RuntimeConfiguration"):
         executor_factory(SimpleNamespace(directory=tmp_path), {"resource": "local.localhost"})
+
+
+def test_the_backend_never_sees_the_store():
+    """Nothing under scalems.radical imports scalems.store, nor does importing any of it load the store."""
+    import ast
+
+    root = pathlib.Path(scalems.radical.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("scalems.store", "..store", "...store")), (
+                    f"{path.relative_to(root)} imports {name}"
+                )
+    modules = [
+        "scalems." + ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "__main__.py"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {[m.replace('.__init__', '') for m in modules]!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('scalems.store')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,14 +1,18 @@
-"""scalems Raptor master/worker: unit checks, then one real RP pilot on this machine.
+"""scalems Raptor master/worker: unit checks, then a real RP pilot on this machine.
 
-The RP tests share one session and pilot (module scope) because a pilot takes
-~20 s to start. Functions run through Raptor are defined as if in a workflow
-script (module ``__main__``): the worker never ran that script, so this also
-checks that such functions travel by value.
+The RP tests share one RADICAL backend started with ``enable_raptor`` (module
+scope) because a pilot takes ~20 s to start: its Raptor client is the one
+under test, and further clients start on its pilot the way the backend starts
+its own (``RaptorClient.start(runtime, configuration, submitter)``).
+Functions run through Raptor are defined as if in a workflow script (module
+``__main__``): the worker never ran that script, so this also checks that
+such functions travel by value.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import pathlib
@@ -17,6 +21,7 @@ import time
 import warnings
 
 import pytest
+from rp_jobs import Backend, snapshot_outside
 
 rp = pytest.importorskip("radical.pilot")
 pytest.importorskip("mpi4py")
@@ -26,7 +31,7 @@ import scalems.messages  # noqa: E402
 import scalems.radical.raptor as raptor  # noqa: E402
 from scalems.exceptions import DispatchError, ResourceError, SoftwareCompatibilityError  # noqa: E402
 from scalems.execution.jobs import FunctionJob, Resources  # noqa: E402
-from scalems.radical.raptor.worker import decode_rank_result, run_work_item  # noqa: E402
+from scalems.radical.raptor.worker import run_work_item  # noqa: E402
 
 # -- "workflow script" functions -------------------------------------------------------------
 
@@ -60,6 +65,10 @@ def nap(seconds):
     import time
     time.sleep(seconds)
     return seconds
+
+def pid():
+    import os
+    return os.getpid()
 """
 
 
@@ -145,10 +154,11 @@ def test_master_input_round_trip(tmp_path):
     assert raptor.parser.parse_args([str(path)]).file == str(path)
 
 
-def test_configure_worker_writes_module_file(tmp_path):
+def test_configure_worker_writes_module_file(tmp_path, monkeypatch):
     master = _offline_master()
     requirements = raptor.worker_requirements(pre_exec=["export X=1"], cpu_processes=2)
-    with master.configure_worker(requirements, directory=str(tmp_path)) as descriptions:
+    monkeypatch.chdir(tmp_path)  # the master's task sandbox
+    with master.configure_worker(requirements) as descriptions:
         assert len(descriptions) == 1
         description = descriptions[0]
         assert description.mode == rp.RAPTOR_WORKER
@@ -156,7 +166,7 @@ def test_configure_worker_writes_module_file(tmp_path):
         assert description.ranks == 2
         assert description.pre_exec == ["export X=1"]
         worker_file = pathlib.Path(description.raptor_file)
-        assert worker_file.is_absolute() and worker_file.exists()
+        assert worker_file.is_absolute() and worker_file.exists() and worker_file.parent.parent == tmp_path
         import radical.utils as ru
 
         assert ru.load_class(str(worker_file), "ScaleMSWorker", rp.raptor.Worker) is raptor.ScaleMSWorker
@@ -185,20 +195,24 @@ def _command_task(uid, command) -> dict:
 def test_request_cb_dispatches_commands():
     recorder = _RecordingMaster()
     master = recorder.master
-    item = {"call": _job(SCRIPT["square"], 3).call, "comm_arg_name": None, "ranks": 1, "label": "sq"}
+    item = {"call": _job(SCRIPT["square"], 3).call, "comm_arg_name": None, "label": "sq"}
     plain = {"uid": "plain", "description": {"mode": rp.TASK_FUNCTION, "function": "hello"}}
+    # Only scalems.call records travel as work items; a module/func pair is refused.
+    by_name = {"module": "builtins", "func": "repr", "args": [], "kwargs": {}}
     tasks = [
         _command_task("hello", scalems.messages.HelloCommand()),
         _command_task("add", scalems.messages.AddItem(json.dumps(item))),
         plain,
         {"uid": "bad", "description": {"mode": raptor.CPI_MESSAGE, "metadata": {"command": "Nope"}}},
+        _command_task("by-name", scalems.messages.AddItem(json.dumps(by_name))),
     ]
     forwarded = master.request_cb(tasks)
     assert [t["uid"] for t in forwarded] == ["add", "plain"]
     add = forwarded[0]["description"]
     assert add["mode"] == rp.TASK_FUNCTION and add["function"] == "run_in_worker"
-    assert add["kwargs"]["work_item"]["call"] == item["call"]
+    assert add["kwargs"]["work_item"] == {"call": item["call"], "comm_arg_name": None, "label": "sq"}
     finalized = {t["uid"]: t for t in recorder.finalized}
+    assert finalized["by-name"]["exit_code"] == 1 and "'call'" in finalized["by-name"]["exception"]
     assert finalized["hello"]["exit_code"] == 0
     assert finalized["hello"]["return_value"] == {
         "name": "scalems.radical.raptor",
@@ -210,162 +224,92 @@ def test_request_cb_dispatches_commands():
     assert master.pending_work() == ["add"]
 
 
-class _FakeComm:
-    def __init__(self, rank, size):
-        self.rank, self.size = rank, size
-
-    def Get_rank(self):
-        return self.rank
-
-    def Get_size(self):
-        return self.size
-
-
 def test_run_work_item_returns_only_strings_for_calls():
     # A set and an exception would break msgpack; a call record makes them text.
     text = run_work_item({"call": _job(SCRIPT["make_set"]).call})
     assert isinstance(text, str) and _value(text) == {1, 2, 3}
     text = run_work_item({"call": _job(SCRIPT["fail"], 5).call})
     assert isinstance(scalems.call.deserialize_result(text).exception_object, ValueError)
-    # Per-rank envelope on more than one rank, with the communicator passed as asked.
-    job = _job(SCRIPT["mpi_info"], tag="t", ranks=2, comm_arg="comm")
-    envelope = run_work_item({"call": job.call, "comm_arg_name": "comm", "ranks": 2}, comm=_FakeComm(1, 2))
-    rank, text = decode_rank_result(envelope)
-    assert rank == 1 and _value(text) == (1, 2, "t")
-    # A single-rank function asking for a communicator gets COMM_SELF.
+    # A (single-rank) function asking for a communicator gets COMM_SELF.
     job = _job(SCRIPT["mpi_info"], tag="s", comm_arg="comm")
-    assert _value(run_work_item({"call": job.call, "comm_arg_name": "comm", "ranks": 1})) == (0, 1, "s")
-
-
-def test_run_work_item_importable_function_honours_comm_arg():
-    item = {"module": "builtins", "func": "repr", "args": [], "kwargs": {}}
-    assert run_work_item(dict(item, comm_arg_name=""), comm="COMM") == "'COMM'"
-    assert run_work_item(dict(item, func="dict", comm_arg_name="c"), comm="COMM") == {"c": "COMM"}
-    assert run_work_item(dict(item, func="len", args=["abc"], comm_arg_name=None), comm="COMM") == 3
-    with pytest.raises(TypeError, match="cannot transport"):
-        run_work_item({"module": "builtins", "func": "set", "args": [[1, 2]], "kwargs": {}})
+    assert _value(run_work_item({"call": job.call, "comm_arg_name": "comm"})) == (0, 1, "s")
 
 
 # -- real RP pilot ---------------------------------------------------------------------------
 
-_SITE = "scalems_raptor"
-_RESOURCE = f"{_SITE}.localhost"
-
-
-def _write_resource_config():
-    """local.localhost, plus the venv's bin/ on PATH for MPIEXEC (the pilot bootstrap resets PATH)."""
-    import radical.utils as ru
-
-    system = ru.read_json(os.path.join(os.path.dirname(rp.__file__), "configs", "resource_local.json"))
-    config = dict(system["localhost"])
-    venv_bin = os.path.dirname(sys.executable)
-    config["launch_methods"] = {
-        "order": ["FORK", "MPIEXEC"],
-        "FORK": {},
-        "MPIEXEC": {"pre_exec_cached": [f"export PATH={venv_bin}:$PATH"]},
-    }
-    home = os.environ.get("RADICAL_CONFIG_USER_DIR") or os.environ["HOME"]
-    directory = pathlib.Path(home, ".radical", "pilot", "configs")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"resource_{_SITE}.json").write_text(json.dumps({"localhost": config}, indent=1))
-
-
-class _Pilot:
-    """What RaptorClient.start() expects of the backend's session object."""
-
-    def __init__(self, base: pathlib.Path):
-        self.base = base
-        self.session = rp.Session()
-        self.sid = self.session.uid
-        self._pmgr = rp.PilotManager(self.session)
-        self._tmgr = rp.TaskManager(self.session)
-        # exit_on_error=False: RP's default answers a failed pilot with SIGTERM to this process.
-        description = {
-            "resource": _RESOURCE,
-            "cores": 8,
-            "runtime": 15,
-            "sandbox": str(base / "sandbox"),
-            "exit_on_error": False,
-        }
-        self._pilot = self._pmgr.submit_pilots(rp.PilotDescription(description))
-        self._tmgr.add_pilots(self._pilot)
-        self.closed = False
-
-    def pilot(self):
-        return self._pilot
-
-    def task_manager(self):
-        return self._tmgr
-
-    def close(self):
-        if not self.closed:
-            self.closed = True
-            self.session.close(download=False)
-
 
 @pytest.fixture(scope="module")
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
+def raptor_backend(tmp_path_factory):
+    """A RADICAL backend with --enable-raptor on a local pilot (room for a few extra masters)."""
+    from scalems.radical import RadicalBackend, RuntimeConfiguration
 
-
-@pytest.fixture(scope="module")
-def pilot(tmp_path_factory):
     base = tmp_path_factory.mktemp("raptor")
-    _write_resource_config()
-    # RP puts its client-side session folder in $PWD (the variable, not os.getcwd()).
-    cwd, pwd, venv = os.getcwd(), os.environ.get("PWD"), os.environ.get("VIRTUAL_ENV")
-    os.chdir(base)
-    os.environ["PWD"] = str(base)
-    # The local pilot's bootstrap takes its Python from VIRTUAL_ENV (unset when the venv's python
-    # runs without activation); otherwise it falls back to the system Python, which has no RP.
-    os.environ["VIRTUAL_ENV"] = sys.prefix
-    handle = None
-    try:
-        handle = _Pilot(base)
-        yield handle
-    finally:
-        try:
-            if handle is not None:
-                handle.close()
-        finally:
-            os.chdir(cwd)
-            for name, value in (("PWD", pwd), ("VIRTUAL_ENV", venv)):
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
-
-@pytest.fixture(scope="module")
-def client(pilot, loop):
-    """A master with the default single-rank worker."""
-    client = loop.run_until_complete(raptor.RaptorClient.start(pilot, None, pilot.base, startup_timeout=180))
-    yield client
-    loop.run_until_complete(client.stop(timeout=60))
-
-
-@pytest.fixture(scope="module")
-def mpi_client(pilot, loop):
-    """A second master whose worker is sized by a two-rank job (MPI launch)."""
-    jobs = [_job(SCRIPT["mpi_info"], tag="x", ranks=2, comm_arg="comm")]
-    client = loop.run_until_complete(
-        raptor.RaptorClient.start(pilot, None, pilot.base, jobs=jobs, startup_timeout=180)
+    configuration = RuntimeConfiguration(
+        execution_target="local.localhost",
+        rp_resource_params={"cores": 8, "runtime": 15, "sandbox": str(base / "sandbox")},
+        session_dir=str(base / "session"),
+        enable_raptor=True,
     )
-    yield client
-    loop.run_until_complete(client.stop(timeout=60))
+    backend = Backend(RadicalBackend(configuration=configuration, work_dir=base), base, snapshot_outside())
+    try:
+        backend.start()
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def client(raptor_backend) -> raptor.RaptorClient:
+    """The backend's own Raptor client (master and single-rank worker)."""
+    assert isinstance(raptor_backend.executor.raptor, raptor.RaptorClient)
+    return raptor_backend.executor.raptor
+
+
+async def _start_client(backend: Backend, configuration=None) -> raptor.RaptorClient:
+    """Another master on the backend's pilot, started the way the backend starts its own."""
+    executor = backend.executor
+    return await raptor.RaptorClient.start(
+        executor.runtime, configuration or executor.configuration(), executor._submitter
+    )
 
 
 @pytest.mark.radical
-def test_hello_returns_backend_version(client, loop):
-    assert loop.run_until_complete(client.hello(timeout=60)) == raptor.backend_version
+def test_hello_returns_backend_version(raptor_backend, client):
+    assert raptor_backend.call(client.hello(timeout=60)) == raptor.backend_version
     assert isinstance(client.worker_pid, int)
     assert client.worker_ranks == 1
 
 
 @pytest.mark.radical
-def test_many_function_tasks(client, loop, record_property):
+def test_master_configuration_is_in_the_session_folder(raptor_backend, client):
+    config_file = pathlib.Path(client.config_file)
+    assert config_file.parent == pathlib.Path(raptor_backend.executor.runtime.session.path)
+    configuration = raptor.MasterTaskConfiguration.from_dict(json.loads(config_file.read_text()))
+    assert configuration.worker.cpu_processes == 1
+    assert ("scalems", scalems.__version__) in configuration.versioned_modules
+
+
+@pytest.mark.radical
+def test_backend_runs_single_rank_function_jobs_in_the_raptor_worker(raptor_backend, client):
+    outcome = raptor_backend.run(_job(SCRIPT["pid"]), timeout=120)
+    assert outcome.error is None and _value(outcome.result) == client.worker_pid
+
+
+@pytest.mark.radical
+def test_functions_from_modules_beside_the_script_run_in_the_raptor_worker(raptor_backend, client):
+    # Pickled by reference (not by value, as __main__ functions): the worker imports the module,
+    # which it finds because the client's user-code directories are on its PYTHONPATH.
+    from raptor_beside_script import where
+
+    job = _job(where, 4)
+    assert b"raptor_beside_script" in job.call.encode() and b"def where" not in job.call.encode()
+    outcome = raptor_backend.run(job, timeout=120)
+    assert outcome.error is None
+    assert _value(outcome.result) == (12, client.worker_pid)
+
+
+@pytest.mark.radical
+def test_many_function_tasks(raptor_backend, client, record_property):
     square = SCRIPT["square"]
     jobs = [_job(square, i) for i in range(200)]
 
@@ -373,7 +317,7 @@ def test_many_function_tasks(client, loop, record_property):
         return await asyncio.gather(*(client.run_function(job, timeout=240) for job in jobs))
 
     start = time.monotonic()
-    outcomes = loop.run_until_complete(run_all())
+    outcomes = raptor_backend.call(run_all(), timeout=300)
     elapsed = time.monotonic() - start
     assert [o.error for o in outcomes] == [None] * 200
     assert [_value(o.result) for o in outcomes] == [i * i for i in range(200)]
@@ -382,7 +326,7 @@ def test_many_function_tasks(client, loop, record_property):
 
 
 @pytest.mark.radical
-def test_failures_and_unencodable_values_stay_isolated(client, loop):
+def test_failures_and_unencodable_values_stay_isolated(raptor_backend, client):
     jobs = [
         _job(SCRIPT["fail"], 7),
         _job(SCRIPT["make_set"]),
@@ -393,7 +337,7 @@ def test_failures_and_unencodable_values_stay_isolated(client, loop):
     async def run_all():
         return await asyncio.gather(*(client.run_function(job, timeout=120) for job in jobs))
 
-    failed, a_set, a_point, later = loop.run_until_complete(run_all())
+    failed, a_set, a_point, later = raptor_backend.call(run_all())
     result = scalems.call.deserialize_result(failed.result)
     assert isinstance(result.exception_object, ValueError) and "boom 7" in str(result.exception_object)
     assert "boom 7" in result.traceback
@@ -401,51 +345,32 @@ def test_failures_and_unencodable_values_stay_isolated(client, loop):
     assert _value(a_point.result) == SCRIPT["Point"](1, 2)
     assert _value(later.result) == 144
     # The worker is still healthy afterwards.
-    outcome = loop.run_until_complete(client.run_function(_job(SCRIPT["square"], 5), timeout=60))
+    outcome = raptor_backend.call(client.run_function(_job(SCRIPT["square"], 5), timeout=60))
     assert _value(outcome.result) == 25
 
 
 @pytest.mark.radical
-def test_too_many_ranks_is_refused(client, loop):
+def test_too_many_ranks_is_refused(raptor_backend, client):
     with pytest.raises(ResourceError):
-        loop.run_until_complete(
-            client.run_function(_job(SCRIPT["mpi_info"], tag="x", ranks=2, comm_arg="comm"))
-        )
+        raptor_backend.call(client.run_function(_job(SCRIPT["mpi_info"], tag="x", ranks=2, comm_arg="comm")))
 
 
 @pytest.mark.radical
-@pytest.mark.mpi
-def test_two_rank_function_gets_a_communicator(mpi_client, loop):
-    assert mpi_client.worker_ranks == 2
-    job = _job(SCRIPT["mpi_info"], tag="tag", ranks=2, comm_arg="comm")
-    outcome = loop.run_until_complete(mpi_client.run_function(job, timeout=120))
-    assert outcome.error is None
-    assert isinstance(outcome.result, list) and len(outcome.result) == 2
-    assert [_value(text) for text in outcome.result] == [(0, 2, "tag"), (1, 2, "tag")]
-
-    # Single-rank tasks share the same two-rank worker.
-    async def run_all():
-        return await asyncio.gather(
-            *(mpi_client.run_function(_job(SCRIPT["square"], i), timeout=120) for i in range(10))
-        )
-
-    outcomes = loop.run_until_complete(run_all())
-    assert [_value(o.result) for o in outcomes] == [i * i for i in range(10)]
-
-
-@pytest.mark.radical
-def test_worker_that_never_starts_is_reported(pilot, loop):
-    # A worker bigger than the pilot can never be scheduled: a clear error, not a hang.
+def test_worker_that_cannot_start_is_reported(raptor_backend):
+    # A worker whose environment is broken (here: its pre_exec fails) never registers with
+    # the master: a clear error, not a hang until the start-up timeout.
+    broken = 'case "$RP_TASK_ID" in *.worker.*) echo "scalems test: broken worker environment" >&2; exit 3;; esac'
+    configuration = dataclasses.replace(raptor_backend.executor.configuration(), pre_exec=(broken,))
     start = time.monotonic()
-    with pytest.raises(DispatchError, match="worker|Worker"):
-        loop.run_until_complete(
-            raptor.RaptorClient.start(pilot, None, pilot.base, worker_ranks=64, startup_timeout=20)
-        )
+    with pytest.raises(DispatchError, match="worker|Worker") as error:
+        raptor_backend.call(_start_client(raptor_backend, configuration), timeout=300)
     assert time.monotonic() - start < 120
+    message = str(error.value)
+    assert "ended (FAILED)" in message and "every worker task ended before registering" in message
 
 
 @pytest.mark.radical
-def test_cancelled_call_does_not_block_others(client, loop):
+def test_cancelled_call_does_not_block_others(raptor_backend, client):
     async def scenario():
         napping = asyncio.ensure_future(client.run_function(_job(SCRIPT["nap"], 1), timeout=60))
         await asyncio.sleep(0.3)
@@ -454,61 +379,80 @@ def test_cancelled_call_does_not_block_others(client, loop):
             await napping
         return await client.run_function(_job(SCRIPT["square"], 3), timeout=60)
 
-    assert _value(loop.run_until_complete(scenario()).result) == 9
+    assert _value(raptor_backend.call(scenario()).result) == 9
 
 
 @pytest.mark.radical
-def test_master_death_fails_pending_work(pilot, loop):
+def test_master_death_fails_pending_work(raptor_backend):
+    task_manager = raptor_backend.executor.runtime.task_manager()
+
     async def scenario():
-        doomed = await raptor.RaptorClient.start(pilot, None, pilot.base, startup_timeout=180)
+        doomed = await _start_client(raptor_backend)
         try:
             napping = asyncio.ensure_future(doomed.run_function(_job(SCRIPT["nap"], 60), timeout=120))
             await asyncio.sleep(2)
-            await asyncio.to_thread(pilot.task_manager().cancel_tasks, [doomed.master_uid])
+            await asyncio.to_thread(task_manager.cancel_tasks, [doomed.master_uid])
             return doomed, await asyncio.wait_for(napping, 60)
         finally:
             await doomed.stop(timeout=30)
 
-    start = time.monotonic()
-    doomed, outcome = loop.run_until_complete(scenario())
+    doomed, outcome = raptor_backend.call(scenario(), timeout=300)
     assert outcome.result is None and doomed.master_uid in outcome.error
     assert doomed.master_state == rp.CANCELED
-    assert time.monotonic() - start < 60
 
 
 @pytest.mark.radical
-def test_worker_crash_is_reported(pilot, loop):
+def test_worker_crash_is_reported(raptor_backend):
     # A call that takes its worker down cannot be isolated; it must still fail clearly, not hang.
     async def scenario():
-        doomed = await raptor.RaptorClient.start(pilot, None, pilot.base, startup_timeout=180)
+        doomed = await _start_client(raptor_backend)
         try:
-            return doomed, await doomed.run_function(_job(SCRIPT["die"]), timeout=120)
+            started = time.monotonic()
+            return doomed, await doomed.run_function(_job(SCRIPT["die"]), timeout=120), time.monotonic() - started
         finally:
             await doomed.stop(timeout=30)
 
-    start = time.monotonic()
-    doomed, outcome = loop.run_until_complete(scenario())
+    doomed, outcome, elapsed = raptor_backend.call(scenario(), timeout=300)
     assert outcome.result is None and doomed.master_uid in outcome.error
     assert "all workers ended unexpectedly while running 'die()'" in outcome.error
     assert doomed.master_state in (rp.FAILED, rp.CANCELED)
-    assert time.monotonic() - start < 100
+    assert elapsed < 100
 
 
 @pytest.mark.radical
-def test_stop_ends_master_done(client, mpi_client, loop):
+def test_stop_ends_master_done(raptor_backend):
     async def stop_with_pending_work():
-        napping = asyncio.ensure_future(client.run_function(_job(SCRIPT["nap"], 2), timeout=60))
+        stopping = await _start_client(raptor_backend)
+        napping = asyncio.ensure_future(stopping.run_function(_job(SCRIPT["nap"], 2), timeout=60))
         await asyncio.sleep(1)
-        await client.stop(timeout=60)
-        return await napping
+        await stopping.stop(timeout=60)
+        return stopping, await napping
 
     # Stop lets submitted work finish first.
-    assert _value(loop.run_until_complete(stop_with_pending_work()).result) == 2
-    loop.run_until_complete(mpi_client.stop(timeout=60))
-    for each in (client, mpi_client):
-        assert each.master_state == rp.DONE
+    stopped, outcome = raptor_backend.call(stop_with_pending_work(), timeout=300)
+    assert _value(outcome.result) == 2
+    assert stopped.master_state == rp.DONE and not stopped.alive
     with pytest.raises(DispatchError):
-        loop.run_until_complete(client.run_function(_job(SCRIPT["square"], 2)))
+        raptor_backend.call(stopped.run_function(_job(SCRIPT["square"], 2)))
+
+
+@pytest.mark.radical
+def test_a_call_that_kills_the_worker_fails_alone(raptor_backend, client, tmp_path, caplog):
+    """Through the backend: calls the dead master still had run again, each as its own RP task."""
+    jobs = [_job(SCRIPT["die"])] + [_job(SCRIPT["square"], i) for i in range(6)]
+    jobs = [job._replace(directory=tmp_path / f"task{n}") for n, job in enumerate(jobs)]
+
+    async def run_all():
+        return await asyncio.gather(*(raptor_backend.executor.run(job) for job in jobs))
+
+    crashed, *others = raptor_backend.call(run_all(), timeout=300)
+    assert crashed.result is None and "exit status 3" in crashed.error
+    assert [_value(outcome.result) for outcome in others] == [i * i for i in range(6)]
+    assert not client.alive and client.master_state == rp.FAILED
+    # Later calls run as separate RP tasks, not in the dead worker.
+    later = raptor_backend.run(_job(SCRIPT["pid"])._replace(directory=tmp_path / "later"), timeout=120)
+    assert later.error is None and _value(later.result) != client.worker_pid
+    assert any("run as separate RP tasks" in record.getMessage() for record in caplog.records)
 
 
 def _leftovers(markers) -> list:
@@ -532,29 +476,16 @@ def _leftovers(markers) -> list:
 
 
 @pytest.mark.radical
-def test_no_processes_left_after_close(pilot):
-    markers = [pilot.sid.encode(), str(pilot.base).encode()]
-    if not pilot.closed:
+def test_no_processes_left_after_close(raptor_backend):
+    markers = [raptor_backend.sid.encode(), str(raptor_backend.base).encode()]
+    if not raptor_backend.closed:
         # The scan must see this session's agent while it runs, or it proves nothing.
         assert _leftovers(markers)
-    pilot.close()
+    raptor_backend.close()
     deadline = time.monotonic() + 60
     left = _leftovers(markers)
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
         left = _leftovers(markers)
-    assert not left, f"processes of session {pilot.sid} left behind: {left}"
-
-
-def test_master_input_goes_into_the_store(tmp_path):
-    import json as _json
-
-    from scalems.radical.raptor import MasterTaskConfiguration, master_input
-    from scalems.store import FileStore
-
-    with FileStore(tmp_path) as store:
-        path = master_input(filestore=store, worker_pre_exec=["echo hi"], cpu_processes=2)
-        assert path.parent.parent == store.path / "files"
-        configuration = MasterTaskConfiguration.from_dict(_json.loads(path.read_text()))
-        assert configuration.worker.cpu_processes == 2
-        assert master_input(filestore=store, worker_pre_exec=["echo hi"], cpu_processes=2) == path
+    assert not left, f"processes of session {raptor_backend.sid} left behind: {left}"
+    assert snapshot_outside() == raptor_backend.before

@@ -15,16 +15,16 @@ import pytest
 rp = pytest.importorskip("radical.pilot")
 
 from scalems.exceptions import DispatchError  # noqa: E402
-from scalems.radical import RPDispatchingExecutor, RuntimeConfiguration  # noqa: E402
+from scalems.radical import RadicalBackend, RuntimeConfiguration  # noqa: E402
 from scalems.radical.session import _own_processes_matching  # noqa: E402
 
 pytestmark = [pytest.mark.radical, pytest.mark.slow]
 
 
-def _executor(base, settings=None, **pilot_options) -> RPDispatchingExecutor:
+def _executor(base, settings=None, **pilot_options) -> RadicalBackend:
     options = {"cores": 1, "runtime": 5, "sandbox": str(base / "sandbox"), **pilot_options}
     config = RuntimeConfiguration(rp_resource_params=options, session_dir=str(base / "session"), **(settings or {}))
-    return RPDispatchingExecutor(configuration=config, work_dir=base)
+    return RadicalBackend(configuration=config, work_dir=base)
 
 
 def _session_ids(base) -> list:

@@ -1,4 +1,4 @@
-"""Bounded waits of the RADICAL backend keep Ctrl-C working (no RP session needed)."""
+"""Bounded waits (scalems.execution.waiting) keep Ctrl-C working."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import asyncio
 
 import pytest
 
-pytest.importorskip("radical.pilot")
-
-from scalems.radical.session import wait_within  # noqa: E402
+from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
 
 async def _cancel_as_it_completes(**options):
@@ -50,3 +48,44 @@ def test_result_and_exception_pass_through():
     assert asyncio.run(settle(value=42)) == 42
     with pytest.raises(KeyError):
         asyncio.run(settle(error=KeyError("x")))
+
+
+def test_in_thread_runs_off_the_loop_thread_and_hands_back_result_or_error():
+    import threading
+
+    async def run(func):
+        return await in_thread(func, name="scalems-test")
+
+    assert asyncio.run(run(lambda: threading.current_thread().name)) == "scalems-test"
+    assert asyncio.run(run(lambda: threading.current_thread().daemon)) is True
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(run(lambda: 1 / 0))
+
+
+def test_bounded_clean_up_finishes_before_a_cancellation_propagates():
+    import threading
+
+    release = threading.Event()
+
+    async def scenario():
+        clean_up = in_thread(release.wait, 10)
+        waiter = asyncio.ensure_future(await_bounded(clean_up, 10, "the clean-up"))
+        await asyncio.sleep(0.05)
+        waiter.cancel()  # Ctrl-C while cleaning up
+        await asyncio.sleep(0.05)
+        assert not waiter.done(), "the cancellation must wait for the clean-up"
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        return clean_up.done()
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_bounded_wait_gives_up_after_its_bound(caplog):
+    async def scenario():
+        never = asyncio.get_running_loop().create_future()
+        return await await_bounded(never, 0.05, "the clean-up")
+
+    assert asyncio.run(scenario()) is None
+    assert any("the clean-up" in record.getMessage() for record in caplog.records)

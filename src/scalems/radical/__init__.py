@@ -41,6 +41,7 @@ __all__ = (
     "executor_factory",
     "current_configuration",
     "RuntimeConfiguration",
+    "RadicalBackend",
     "RPDispatchingExecutor",
     "RuntimeSession",
 )
@@ -58,8 +59,11 @@ except ImportError as _error:
     raise MissingDependencyError("radical.pilot", "radical") from _error
 
 from .runtime_configuration import RuntimeConfiguration, add_arguments, configuration
-from .runtime import RPDispatchingExecutor, current_configuration, executor_factory
+from .backend import RadicalBackend, current_configuration, executor_factory
 from .session import RuntimeSession
+
+# The original SCALE-MS names: RPDispatchingExecutor (below) and executor_factory (imported above).
+RPDispatchingExecutor = RadicalBackend
 
 
 def _make_parser() -> argparse.ArgumentParser:

@@ -185,7 +185,44 @@ def _resource_config(resource: str) -> dict:
             "resource names this installation knows (site.host); add your own in "
             "~/.radical/pilot/configs/resource_<site>.json."
         )
-    return configs[site][host]
+    config = configs[site][host]
+    _check_schemas(site, host, config)
+    return config
+
+
+def _resource_file(site: str) -> str:
+    """The file that defines resources of *site*: the user's (which wins over RP's own), else RP's."""
+    home = os.getenv("RADICAL_CONFIG_USER_DIR") or os.getenv("HOME")
+    if home:
+        user = os.path.join(home, ".radical", "pilot", "configs", f"resource_{site}.json")
+        if os.path.exists(user):
+            return user
+    return os.path.join(os.path.dirname(rp.__file__), "configs", f"resource_{site}.json")
+
+
+def _check_schemas(site: str, host: str, config: typing.Mapping) -> None:
+    """Refuse a resource config in the format of RP before 1.40, saying how to convert it.
+
+    Before RP 1.40, ``schemas`` was a list of access schema names, each schema's
+    settings a dict beside it (upstream SCALE-MS shipped such files). Since 1.40,
+    ``schemas`` maps each name to its settings and ``default_schema`` names the default.
+    """
+    schemas = config.get("schemas")
+    if schemas is None or isinstance(schemas, typing.Mapping):
+        return
+    names = [str(name) for name in schemas] if isinstance(schemas, (list, tuple)) else []
+    shown = names or ["local"]
+    old = ", ".join([f'"schemas": {json.dumps(names)}', *(f'"{name}": {{...}}' for name in shown)])
+    new = ", ".join(f'"{name}": {{...}}' for name in shown)
+    raise ConfigurationError(
+        f"{_resource_file(site)}: resource '{site}.{host}' is written in the resource config format of "
+        f"RADICAL-Pilot before 1.40; RADICAL-Pilot {rp.version} needs the 1.40 format. Change\n"
+        f'  {{"{host}": {{{old}, ...}}}}\n'
+        "to\n"
+        f'  {{"{host}": {{"default_schema": "{shown[0]}", "schemas": {{{new}}}, ...}}}}\n'
+        "i.e. move each schema's settings into \"schemas\" under its name and name the default in "
+        '"default_schema" (the other settings stay as they are).'
+    )
 
 
 def _resource_argument(text: str) -> str:

@@ -2,8 +2,9 @@
 
 :class:`RuntimeSession` owns the ``rp.Session``, its ``PilotManager``,
 ``TaskManager`` and the one ``Pilot``. Every method here blocks (RP calls
-block for seconds), so the asyncio side calls them through :func:`in_thread`,
-never on the event loop thread. Closing is bounded and idempotent, and for
+block for seconds), so the asyncio side calls them in worker threads
+(:func:`scalems.execution.waiting.in_thread`), never on the event loop
+thread. Closing is bounded and idempotent, and for
 resources on this machine it makes sure no RP process of the session is left
 behind, because RP agent processes detach from the client and would otherwise
 live until the pilot's run time expires.
@@ -11,9 +12,8 @@ live until the pilot's run time expires.
 
 from __future__ import annotations
 
-__all__ = ("RuntimeSession", "in_thread", "await_bounded")
+__all__ = ("RuntimeSession",)
 
-import asyncio
 import logging
 import os
 import pathlib
@@ -35,87 +35,9 @@ from .runtime_configuration import RuntimeConfiguration
 
 logger = logging.getLogger(__name__)
 
-_T = typing.TypeVar("_T")
-
 
 class _Aborted(Exception):
     """Start-up was abandoned (the awaiting coroutine was cancelled)."""
-
-
-def in_thread(func: typing.Callable[..., _T], *args, name: str = "scalems-rp") -> "asyncio.Future[_T]":
-    """Run blocking *func* in a new daemon thread; return an asyncio future for its result.
-
-    A daemon thread, not the loop's default executor: a stuck RP call must not
-    keep the interpreter from exiting (executor threads are joined at exit), and
-    cancelling the awaiting coroutine leaves the future running so that the
-    caller can still wait for it and clean up what it produced.
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(ok: bool, value):
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
-
-    def target():
-        try:
-            outcome = (True, func(*args))
-        except BaseException as error:  # noqa: BLE001 - handed over to the event loop
-            outcome = (False, error)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return future
-
-
-async def wait_within(future: "asyncio.Future[_T]", timeout: typing.Optional[float], *, cancel: bool = True) -> _T:
-    """Await *future* at most *timeout* seconds (None: no limit); raise :class:`asyncio.TimeoutError` after.
-
-    Like ``asyncio.wait_for``, except that a cancellation of the caller arriving just as
-    *future* completes is not swallowed (it is, on Python < 3.12). With *cancel* (the
-    default), *future* is cancelled when the wait times out or the caller is cancelled.
-    """
-    try:
-        await asyncio.wait({future}, timeout=timeout)
-    except asyncio.CancelledError:
-        if cancel:
-            future.cancel()
-        raise
-    if not future.done():
-        if cancel:
-            future.cancel()
-        raise asyncio.TimeoutError()
-    return future.result()
-
-
-async def await_bounded(
-    future: "asyncio.Future[_T]", timeout: typing.Optional[float], what: str
-) -> typing.Optional[_T]:
-    """Wait for *future* at most *timeout* seconds, even if this coroutine is cancelled meanwhile.
-
-    Clean-up must finish even on Ctrl-C, or RP processes stay behind. A
-    cancellation received while waiting is re-raised afterwards. Returns None
-    (and logs) on timeout; exceptions of *future* propagate.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    cancelled = False
-    while not future.done():
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            logger.error("RADICAL-Pilot did not finish %s within %g s; giving up waiting.", what, timeout)
-            break
-        try:
-            await asyncio.wait({future}, timeout=remaining)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError()
-    if future.done():
-        return future.result()
-    return None
 
 
 def _ensure_client_environment(configuration: RuntimeConfiguration):
@@ -255,7 +177,7 @@ class RuntimeSession:
         #: What :meth:`open` is doing (for the message when RP hangs there).
         self.stage = "not started"
 
-    # -- accessors (RaptorClient accepts methods or attributes) ---------------------------
+    # -- accessors ------------------------------------------------------------------------
     @property
     def uid(self) -> typing.Optional[str]:
         return self.session.uid if self.session is not None else None

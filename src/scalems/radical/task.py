@@ -1,4 +1,4 @@
-"""Jobs as RADICAL-Pilot tasks: descriptions with staging, state callbacks, and outcomes.
+"""Jobs as RADICAL-Pilot tasks: descriptions with staging, and outcomes from final task states.
 
 Facts about RP 1.103 that shape this module (read from its agent source):
 
@@ -31,18 +31,15 @@ from __future__ import annotations
 __all__ = (
     "PathAliases",
     "StagingError",
-    "TaskRecord",
-    "TaskWatcher",
     "describe_executable",
     "describe_function",
+    "python_path_pre_exec",
     "executable_outcome",
     "function_outcome",
     "CALL_FILE",
     "RESULT_FILE",
 )
 
-import asyncio
-import dataclasses
 import logging
 import os
 import pathlib
@@ -64,6 +61,7 @@ except ImportError as _error:  # pragma: no cover - depends on the installation
 from scalems.execution.jobs import ExecutableJob, ExecutableOutcome, FunctionJob, FunctionOutcome, InputFile
 
 from .runtime_configuration import RuntimeConfiguration, get_pre_exec
+from .watch import FinalTaskState
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +293,21 @@ def _client_python_path() -> typing.List[str]:
     return found
 
 
+def python_path_pre_exec(configuration: RuntimeConfiguration) -> typing.List[str]:
+    """Shell lines that put the client's user-code directories on ``PYTHONPATH`` (local resources only).
+
+    For function tasks and the Raptor worker alike: a function from a module beside
+    the workflow script is pickled by reference and must be importable there.
+    """
+    if not configuration.is_local:
+        return []
+    path = _client_python_path()
+    if not path:
+        return []
+    joined = shlex.quote(os.pathsep.join(path))
+    return [f'export PYTHONPATH={joined}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+
+
 def describe_function(
     job: FunctionJob, uid: str, configuration: RuntimeConfiguration, aliases: PathAliases
 ) -> rp.TaskDescription:
@@ -316,12 +329,7 @@ def describe_function(
         ["/bin/sh", "-c", script, configuration.python, CALL_FILE, RESULT_FILE]
     )
     description.arguments = []
-    description.pre_exec = get_pre_exec(configuration)
-    if configuration.is_local:
-        path = _client_python_path()
-        if path:
-            joined = shlex.quote(os.pathsep.join(path))
-            description.pre_exec.append(f'export PYTHONPATH={joined}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    description.pre_exec = get_pre_exec(configuration) + python_path_pre_exec(configuration)
     return _completed(description, staging, FUNCTION_STDOUT, FUNCTION_STDERR, job)
 
 
@@ -335,115 +343,6 @@ def _completed(description, staging, stdout: str, stderr: str, job):
     return _verified(description, job.label)
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskRecord:
-    """What RP reported about a task in its final state (copied in RP's callback thread)."""
-
-    uid: str
-    state: str
-    exit_code: typing.Optional[int]
-    stdout: str
-    stderr: str
-    exception: typing.Optional[str]
-    exception_detail: typing.Optional[str]
-    sandbox: typing.Optional[str]
-
-    @classmethod
-    def of(cls, task, state: str) -> "TaskRecord":
-        def field(name):
-            try:
-                return getattr(task, name)
-            except Exception:  # noqa: BLE001 - a missing field must not lose the final state
-                return None
-
-        return cls(
-            uid=task.uid,
-            state=state,
-            exit_code=field("exit_code"),
-            stdout=field("stdout") or "",
-            stderr=field("stderr") or "",
-            exception=field("exception"),
-            exception_detail=field("exception_detail"),
-            sandbox=str(field("sandbox") or "") or None,
-        )
-
-    def describe(self) -> str:
-        text = f"RADICAL-Pilot task {self.uid} ended {self.state}"
-        if self.exit_code is not None:
-            text += f" with exit status {self.exit_code}"
-        if self.exception:
-            text += f": {self.exception}"
-        return text
-
-
-class TaskWatcher:
-    """Resolves one asyncio future per RP task uid from RP's callback thread.
-
-    Register :attr:`callback` with the TaskManager once (RP identifies callbacks
-    by ``id()``, so it is created once). Futures are resolved with
-    ``loop.call_soon_threadsafe``; a closed loop means nobody waits any more.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._futures: typing.Dict[str, asyncio.Future] = {}
-        self.callback = self._on_task_state
-
-    def expect(self, uid: str) -> asyncio.Future:
-        future = self._loop.create_future()
-        with self._lock:
-            self._futures[uid] = future
-        return future
-
-    def forget(self, uid: str) -> None:
-        with self._lock:
-            self._futures.pop(uid, None)
-
-    def pending(self) -> typing.List[str]:
-        with self._lock:
-            return list(self._futures)
-
-    def _post(self, future: asyncio.Future, result=None, exception: typing.Optional[BaseException] = None):
-        def settle():
-            if future.done():
-                return
-            if exception is not None:
-                future.set_exception(exception)
-            else:
-                future.set_result(result)
-
-        try:
-            self._loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # loop closed
-            pass
-
-    def _on_task_state(self, task, state=None, *args):
-        # RADICAL_PILOT_BULK_CB=true makes RP pass a collection of tasks and no state.
-        if isinstance(task, (list, tuple, set)):
-            for one in task:
-                self._on_task_state(one, one.state)
-            return
-        if state not in rp.FINAL:
-            return
-        with self._lock:
-            future = self._futures.pop(task.uid, None)
-        if future is not None:
-            self._post(future, result=TaskRecord.of(task, state))
-
-    def fail(self, uid: str, exception: BaseException) -> None:
-        with self._lock:
-            future = self._futures.pop(uid, None)
-        if future is not None:
-            self._post(future, exception=exception)
-
-    def fail_all(self, exception: BaseException) -> None:
-        with self._lock:
-            futures, self._futures = list(self._futures.values()), {}
-        for future in futures:
-            self._post(future, exception=exception)
-
-
 def _read_tail(path: pathlib.Path, size: int = 8192) -> str:
     try:
         with open(path, "rb") as fh:
@@ -454,57 +353,57 @@ def _read_tail(path: pathlib.Path, size: int = 8192) -> str:
         return ""
 
 
-def _restore_stream(path: pathlib.Path, text: str, record: TaskRecord, note: bool) -> None:
+def _restore_stream(path: pathlib.Path, text: str, final: FinalTaskState, note: bool) -> None:
     """Write RP's copy of a stream (its last 1024 characters) if the file did not come back."""
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    if note and record.sandbox:
+    if note and final.sandbox:
         text = (
             f"[scalems: RADICAL-Pilot did not return this file; this is the end of it as RP reported it. "
-            f"The full file is in {record.sandbox}]\n{text}"
+            f"The full file is in {final.sandbox}]\n{text}"
         )
     path.write_text(text)
 
 
-def executable_outcome(job: ExecutableJob, record: TaskRecord, program: str) -> ExecutableOutcome:
+def executable_outcome(job: ExecutableJob, final: FinalTaskState, program: str) -> ExecutableOutcome:
     """Turn RP's final report into an outcome; make sure stdout/stderr exist in ``job.directory``."""
     directory = pathlib.Path(job.directory)
-    _restore_stream(directory / job.stdout, record.stdout, record, note=False)
-    _restore_stream(directory / job.stderr, record.stderr, record, note=True)
-    if record.state == rp.CANCELED:
-        return ExecutableOutcome(exitcode=None, error=f"{record.describe()} (cancelled by RADICAL-Pilot)")
-    stderr = _read_tail(directory / job.stderr) or record.stderr
-    if record.exit_code == 127 and NOT_FOUND_MARKER in stderr:
+    _restore_stream(directory / job.stdout, final.stdout, final, note=False)
+    _restore_stream(directory / job.stderr, final.stderr, final, note=True)
+    if final.state == rp.CANCELED:
+        return ExecutableOutcome(exitcode=None, error=f"{final.describe()} (cancelled by RADICAL-Pilot)")
+    stderr = _read_tail(directory / job.stderr) or final.stderr
+    if final.exit_code == 127 and NOT_FOUND_MARKER in stderr:
         return ExecutableOutcome(
             exitcode=127,
             error=f"program not found: {program!r} is not on the PATH of the task at "
-            f"{record.sandbox or 'the execution site'} (after activating the task venv)",
+            f"{final.sandbox or 'the execution site'} (after activating the task venv)",
         )
-    if record.exit_code is None:
-        detail = f" ({record.exception_detail.strip().splitlines()[-1]})" if record.exception_detail else ""
-        return ExecutableOutcome(exitcode=None, error=f"{record.describe()}{detail}")
+    if final.exit_code is None:
+        detail = f" ({final.exception_detail.strip().splitlines()[-1]})" if final.exception_detail else ""
+        return ExecutableOutcome(exitcode=None, error=f"{final.describe()}{detail}")
     missing = [name for name in job.outputs if not (directory / name).exists()]
     if missing:
         logger.warning(
             "Task %r (RP task %s, exit status %s) did not produce declared output(s): %s",
             job.label,
-            record.uid,
-            record.exit_code,
+            final.uid,
+            final.exit_code,
             ", ".join(map(str, missing)),
         )
-    return ExecutableOutcome(exitcode=record.exit_code)
+    return ExecutableOutcome(exitcode=final.exit_code)
 
 
-def function_outcome(job: FunctionJob, record: TaskRecord) -> FunctionOutcome:
+def function_outcome(job: FunctionJob, final: FinalTaskState) -> FunctionOutcome:
     """The result record that came back, or an error saying why none did."""
     directory = pathlib.Path(job.directory)
-    _restore_stream(directory / FUNCTION_STDERR, record.stderr, record, note=True)
+    _restore_stream(directory / FUNCTION_STDERR, final.stderr, final, note=True)
     result = directory / RESULT_FILE
     if result.is_file():
         return FunctionOutcome(result=result.read_text())
-    stderr = _read_tail(directory / FUNCTION_STDERR, 2048).strip() or record.stderr.strip()
-    message = f"no result came back from {record.describe()}"
+    stderr = _read_tail(directory / FUNCTION_STDERR, 2048).strip() or final.stderr.strip()
+    message = f"no result came back from {final.describe()}"
     if stderr:
         message += f"; stderr ends with:\n{stderr}"
     return FunctionOutcome(error=message)

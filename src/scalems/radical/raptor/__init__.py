@@ -3,6 +3,9 @@
 Function tasks through Raptor avoid one RP task (and one Python start-up) per
 call: a long-lived worker runs many calls. The pieces:
 
+* :mod:`.messages` — the commands the client sends the master
+  (:class:`~.messages.HelloCommand`, :class:`~.messages.StopCommand`,
+  :class:`~.messages.AddItem`; public name :mod:`scalems.messages`);
 * :mod:`.config` — plain-data records shared by all three sides
   (:class:`MasterTaskConfiguration`, :func:`master_input`, ...);
 * :mod:`.master` — :class:`ScaleMSMaster` and the ``scalems_rp_master``

@@ -44,7 +44,8 @@ import radical.pilot as rp
 
 import scalems
 from scalems.exceptions import ConfigurationError, SoftwareCompatibilityError
-from scalems.messages import CPI_MESSAGE
+
+from .messages import CPI_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ _MASTER_ENTRY_POINT = "scalems.radical.raptor:master"
 
 @dataclasses.dataclass(frozen=True)
 class BackendVersion:
-    """What the master answers to a :class:`~scalems.messages.HelloCommand`.
+    """What the master answers to a :class:`~.messages.HelloCommand`.
 
     Lets the client confirm that the far end is a scalems master of a known
     revision before trusting it with work.
@@ -79,7 +80,7 @@ class ClientWorkerRequirements:
     """
 
     cpu_processes: int = 1
-    """MPI ranks of the worker (the largest ``ranks`` of any function task it must run)."""
+    """MPI ranks of the worker (the scalems client asks for one: calls with more ranks run as plain RP tasks)."""
 
     gpus_per_process: int = 0
     """GPUs per worker rank."""
@@ -150,25 +151,17 @@ class ScalemsRaptorWorkItem(typing.TypedDict, total=False):
     """The ``work_item`` keyword argument of :meth:`ScaleMSWorker.run_in_worker`.
 
     Travels inside an RP task description, so it holds msgpack-safe values
-    only. A scalems function task carries *call* (a :mod:`scalems.call`
-    record); an importable callable may instead be named by *module* and
-    *func* with plain-data *args* and *kwargs*.
+    only: the function call is a :mod:`scalems.call` record (JSON text), which
+    carries the function and its arguments pickled.
     """
 
     call: str
-    """JSON text from :func:`scalems.call.serialize_call`."""
-
-    func: str
-    module: str
-    args: list
-    kwargs: dict
+    """JSON text from :func:`scalems.call.serialize_call` (required)."""
 
     comm_arg_name: typing.Optional[str]
-    """How the function receives its MPI communicator: None (not at all), ``""``
-    (first positional argument) or a keyword name."""
-
-    ranks: int
-    """MPI ranks the task runs on (a communicator of this size)."""
+    """How the function receives an MPI communicator (``MPI.COMM_SELF``: the task
+    runs on one rank): None (not at all), ``""`` (first positional argument) or a
+    keyword name."""
 
     label: str
     """Human-readable task name, for messages."""
@@ -301,8 +294,7 @@ def worker_requirements(
 
 def master_input(
     *,
-    directory: typing.Union[None, str, os.PathLike] = None,
-    filestore=None,
+    directory: typing.Union[str, os.PathLike],
     worker_pre_exec: typing.Iterable[str] = (),
     worker_venv: typing.Optional[str] = None,
     cpu_processes: int = 1,
@@ -310,20 +302,15 @@ def master_input(
     versioned_modules: typing.Optional[typing.Iterable[typing.Tuple[str, str]]] = None,
     worker_startup_timeout: float = MasterTaskConfiguration.worker_startup_timeout,
 ) -> pathlib.Path:
-    """Write the master task's configuration as JSON; return the file path.
+    """Write the master task's configuration as JSON into *directory*; return the file path.
 
-    With *filestore* (the work directory's :class:`scalems.store.FileStore`), the
-    file is added to the store's content-addressed area and its path there is
-    returned. Otherwise it is written in *directory*, named by a hash of its
-    content, so identical configurations share one file and different ones
-    never overwrite each other. Either way the write is atomic: a master never
-    reads a half-written file.
+    The client writes it into the RP session folder. The file is named by a hash
+    of its content, so identical configurations share one file and different
+    ones never overwrite each other, and it is written atomically: a master
+    never reads a half-written file.
     """
-    if (directory is None) == (filestore is None):
-        raise TypeError("master_input() needs exactly one of directory= or filestore=")
-    if directory is not None:
-        directory = pathlib.Path(directory)
-    if directory is not None and not directory.is_dir():
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
         raise ConfigurationError(
             f"Cannot write the Raptor master configuration: {directory} is not a directory"
         )
@@ -340,8 +327,6 @@ def master_input(
         worker_startup_timeout=worker_startup_timeout,
     )
     text = json.dumps(configuration.as_dict(), indent=2, sort_keys=True)
-    if filestore is not None:
-        return filestore.file_path(filestore.add_bytes(text.encode("utf8")).digest)
     digest = hashlib.sha256(text.encode("utf8")).hexdigest()[:16]
     path = directory / f"scalems_raptor_config_{digest}.json"
     if not path.exists():

@@ -4,11 +4,11 @@ The client never submits scalems work as ordinary RP tasks. It submits
 *command* tasks (``mode == CPI_MESSAGE``) to this master, whose
 :meth:`ScaleMSMaster.request_cb` intercepts them:
 
-* :class:`~scalems.messages.HelloCommand` is answered by the master itself
+* :class:`~scalems.radical.raptor.messages.HelloCommand` is answered by the master itself
   (with :data:`backend_version`);
-* :class:`~scalems.messages.StopCommand` is acknowledged, then the master
+* :class:`~scalems.radical.raptor.messages.StopCommand` is acknowledged, then the master
   lets pending work finish and shuts down with its workers;
-* :class:`~scalems.messages.AddItem` is rewritten *in place* into a
+* :class:`~scalems.radical.raptor.messages.AddItem` is rewritten *in place* into a
   ``TASK_FUNCTION`` task for :meth:`ScaleMSWorker.run_in_worker`. Keeping the
   client's task uid means the worker's result travels back to the client on
   the very task it submitted: no second lookup, no extra round trip.
@@ -47,9 +47,9 @@ import warnings
 import radical.pilot as rp
 from radical.pilot import constants as rpc_constants
 
-import scalems.messages
 from scalems.exceptions import ProtocolError, SoftwareCompatibilityError
 
+from . import messages
 from .config import (
     CPI_MESSAGE,
     ClientWorkerRequirements,
@@ -67,7 +67,7 @@ logger = logging.getLogger(__name__)
 
 
 class CpiCommand(abc.ABC):
-    """Master-side implementation of one :class:`scalems.messages.Command` type.
+    """Master-side implementation of one :class:`~scalems.radical.raptor.messages.Command` type.
 
     Subclasses register themselves under the command's class name, so the
     master finds the implementation from the decoded message alone.
@@ -78,7 +78,7 @@ class CpiCommand(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def command_class(cls) -> str:
-        """``__qualname__`` of the :mod:`scalems.messages` command this class implements."""
+        """``__qualname__`` of the :mod:`~scalems.radical.raptor.messages` command this class implements."""
 
     @classmethod
     @abc.abstractmethod
@@ -96,7 +96,7 @@ class CpiCommand(abc.ABC):
 
     @typing.final
     @classmethod
-    def get(cls, command: scalems.messages.Command) -> typing.Type["CpiCommand"]:
+    def get(cls, command: messages.Command) -> typing.Type["CpiCommand"]:
         name = type(command).__qualname__
         try:
             return CpiCommand._registry[name]
@@ -116,7 +116,7 @@ class CpiHello(CpiCommand):
 
     @classmethod
     def command_class(cls) -> str:
-        return scalems.messages.HelloCommand.__qualname__
+        return messages.HelloCommand.__qualname__
 
     @classmethod
     def launch(cls, manager, task):
@@ -131,7 +131,7 @@ class CpiStop(CpiCommand):
 
     @classmethod
     def command_class(cls) -> str:
-        return scalems.messages.StopCommand.__qualname__
+        return messages.StopCommand.__qualname__
 
     @classmethod
     def launch(cls, manager, task):
@@ -146,29 +146,25 @@ class CpiAddItem(CpiCommand):
 
     @classmethod
     def command_class(cls) -> str:
-        return scalems.messages.AddItem.__qualname__
+        return messages.AddItem.__qualname__
 
     @staticmethod
-    def work_item(add_item: scalems.messages.AddItem) -> ScalemsRaptorWorkItem:
+    def work_item(add_item: messages.AddItem) -> ScalemsRaptorWorkItem:
         """Decode and check the item, keeping only fields the worker understands."""
         try:
             item = json.loads(add_item.encoded_item)
         except ValueError as err:
             raise ProtocolError(f"AddItem does not carry JSON: {err}") from err
-        if not isinstance(item, dict) or not ("call" in item or ("module" in item and "func" in item)):
-            raise ProtocolError("AddItem must encode an object with 'call' (or 'module' and 'func')")
-        ranks = item.get("ranks", 1)
-        if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-            raise ProtocolError(f"AddItem ranks must be an integer >= 1, got {ranks!r}")
-        work_item = ScalemsRaptorWorkItem(comm_arg_name=item.get("comm_arg_name"), ranks=ranks)
-        for key in ("call", "module", "func", "args", "kwargs", "label"):
-            if key in item:
-                work_item[key] = item[key]
+        if not isinstance(item, dict) or not isinstance(item.get("call"), str):
+            raise ProtocolError("AddItem must encode an object whose 'call' is a scalems.call record (JSON text)")
+        work_item = ScalemsRaptorWorkItem(call=item["call"], comm_arg_name=item.get("comm_arg_name"))
+        if "label" in item:
+            work_item["label"] = str(item["label"])
         return work_item
 
     @classmethod
     def launch(cls, manager, task):
-        command = scalems.messages.AddItem.decode(task["description"]["metadata"])
+        command = messages.AddItem.decode(task["description"]["metadata"])
         work_item = cls.work_item(command)
         description = task["description"]
         # Rewrite in place: the worker's result then completes the client's own task.
@@ -176,7 +172,6 @@ class CpiAddItem(CpiCommand):
         description["function"] = "run_in_worker"
         description["args"] = []
         description["kwargs"] = {"work_item": work_item}
-        description["ranks"] = work_item["ranks"]
         return [task]
 
 
@@ -213,27 +208,23 @@ class ScaleMSMaster(rp.raptor.Master):
     # -- workers ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def configure_worker(
-        self, requirements: ClientWorkerRequirements, *, directory: typing.Optional[str] = None
-    ) -> typing.Iterator[RaptorWorkerConfig]:
+    def configure_worker(self, requirements: ClientWorkerRequirements) -> typing.Iterator[RaptorWorkerConfig]:
         """Write the worker module file and yield the worker descriptions that use it.
 
         The file exists for the duration of the ``with`` block (workers import
-        it when they start). It goes in *directory*, by default the master's
-        working directory (its task sandbox), which the workers share even on
-        other nodes.
+        it when they start). It goes in the master's working directory (its
+        task sandbox), which the workers share even on other nodes.
         """
-        with self._worker_file(directory=directory) as worker_file:
+        with self._worker_file() as worker_file:
             yield _configure_worker(requirements=requirements, filename=worker_file)
 
     @contextlib.contextmanager
-    def _worker_file(self, *, directory=None) -> typing.Iterator[str]:
+    def _worker_file(self) -> typing.Iterator[str]:
         worker = ScaleMSWorker
         if worker in self._worker_files:
             yield self._worker_files[worker]
             return
-        base = directory if directory is not None else os.getcwd()
-        with tempfile.TemporaryDirectory(dir=base, prefix="scalems_worker_") as tmp:
+        with tempfile.TemporaryDirectory(dir=os.getcwd(), prefix="scalems_worker_") as tmp:
             filename = os.path.join(tmp, "scalems_worker.py")
             with open(filename, "w") as fh:
                 fh.write(f"from {worker.__module__} import {worker.__name__}\n")
@@ -367,10 +358,10 @@ class ScaleMSMaster(rp.raptor.Master):
                     self._check_accepting()
                     forward.append(task)
                     continue
-                command = scalems.messages.Command.decode(description.get("metadata"))
+                command = messages.Command.decode(description.get("metadata"))
                 implementation = CpiCommand.get(command)
                 logger.debug("%s carries %s.", task["uid"], command)
-                if isinstance(command, scalems.messages.AddItem):
+                if isinstance(command, messages.AddItem):
                     self._check_accepting()
                 forward.extend(implementation.launch(self, task))
             except Exception as err:  # noqa: BLE001
@@ -391,7 +382,7 @@ class ScaleMSMaster(rp.raptor.Master):
         for task in tasks:
             if task["description"].get("mode") == CPI_MESSAGE:
                 try:
-                    command = scalems.messages.Command.decode(task["description"].get("metadata"))
+                    command = messages.Command.decode(task["description"].get("metadata"))
                     CpiCommand.get(command).result_hook(self, task)
                 except Exception:  # noqa: BLE001 - a broken command was already failed in request_cb
                     logger.debug("No result hook for %s.", task.get("uid"), exc_info=True)

@@ -1,17 +1,18 @@
-"""The RADICAL-Pilot execution backend: :class:`RPDispatchingExecutor`.
+"""The RADICAL-Pilot execution backend: :class:`RadicalBackend`.
 
 The workflow layer enters the backend on its dispatcher event loop and calls
 :meth:`~scalems.execution.RuntimeManager.run` concurrently for many jobs. RP
 calls block, so they run in worker threads: session start-up and close in
 their own threads, task submission and cancellation in one long-lived
 submitter thread (which submits whatever has queued up as one bulk). RP
-reports task states from its own thread; :class:`~.task.TaskWatcher` hands
-them to the event loop.
+reports task states from its own thread; a :class:`~.watch.TaskWatcher` hands
+them to the event loop. The Raptor client (``enable_raptor``) shares that
+submitter and watcher (:mod:`.watch`).
 """
 
 from __future__ import annotations
 
-__all__ = ("RPDispatchingExecutor", "executor_factory", "current_configuration")
+__all__ = ("RadicalBackend", "executor_factory", "current_configuration")
 
 import asyncio
 import contextlib
@@ -20,8 +21,6 @@ import itertools
 import logging
 import os
 import pathlib
-import queue
-import threading
 import typing
 
 from scalems.exceptions import (
@@ -29,7 +28,6 @@ from scalems.exceptions import (
     ConfigurationError,
     DispatchError,
     MissingDependencyError,
-    MissingImplementationError,
 )
 
 try:
@@ -45,20 +43,21 @@ from scalems.execution import (
     InputFile,
     RuntimeManager,
 )
+from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
 from .batch_job import pilot_job_note
 from .runtime_configuration import RuntimeConfiguration
-from .session import RuntimeSession, await_bounded, in_thread, wait_within
+from .session import RuntimeSession
 from .task import (
     CALL_FILE,
     PathAliases,
     StagingError,
-    TaskWatcher,
     describe_executable,
     describe_function,
     executable_outcome,
     function_outcome,
 )
+from .watch import FinalTaskState, Submitter, TaskWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +70,6 @@ LOCAL_PILOT_STARTUP_TIMEOUT = 300.0
 #: Sessions tried when RP hangs while creating one (see ``session_startup_timeout``).
 SESSION_START_ATTEMPTS = 2
 
-#: After cancelling an RP task, wait this long for RP to confirm, so that no late
-#: staging writes into a task directory the workflow may already reuse.
-CANCEL_CONFIRM_TIMEOUT = 10.0
-
 _configuration: contextvars.ContextVar[typing.Optional[RuntimeConfiguration]] = contextvars.ContextVar(
     "scalems.radical.configuration", default=None
 )
@@ -83,7 +78,7 @@ _configuration: contextvars.ContextVar[typing.Optional[RuntimeConfiguration]] = 
 def current_configuration() -> typing.Optional[RuntimeConfiguration]:
     """The configuration of the RADICAL backend active in this context, if any.
 
-    Set while an :class:`RPDispatchingExecutor` is entered, in the context that
+    Set while a :class:`RadicalBackend` is entered, in the context that
     entered it (and tasks created from there).
     """
     return _configuration.get()
@@ -93,7 +88,7 @@ def _raptor_client_class():
     """The Raptor client class, or a ConfigurationError saying why --enable-raptor cannot work."""
     try:
         from scalems.radical.raptor import RaptorClient
-    except (ImportError, MissingImplementationError, NotImplementedError, AttributeError) as error:
+    except ImportError as error:
         raise ConfigurationError(
             f"--enable-raptor needs scalems.radical.raptor.RaptorClient, which is not available here ({error}). "
             "Run without --enable-raptor: function tasks then run as 'python -m scalems.call' RP tasks."
@@ -101,69 +96,16 @@ def _raptor_client_class():
     return RaptorClient
 
 
-class _Submitter:
-    """One daemon thread that submits and cancels RP tasks, in bulk, in order of request."""
-
-    def __init__(self, task_manager: rp.TaskManager, watcher: TaskWatcher):
-        self._tmgr = task_manager
-        self._watcher = watcher
-        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="scalems-rp-submit", daemon=True)
-        self._thread.start()
-
-    def submit(self, description: rp.TaskDescription) -> None:
-        self._queue.put(("submit", description))
-
-    def cancel(self, uid: str) -> None:
-        self._queue.put(("cancel", uid))
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def _run(self):
-        while True:
-            item = self._queue.get()
-            batch = [item]
-            while item is not None:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-            submit = [value for kind, value in (b for b in batch if b is not None) if kind == "submit"]
-            cancel = [value for kind, value in (b for b in batch if b is not None) if kind == "cancel"]
-            if submit:
-                try:
-                    self._tmgr.submit_tasks(submit)
-                except Exception:  # noqa: BLE001 - one bad description must not fail the whole bulk
-                    for description in submit:
-                        self._submit_one(description)
-            if cancel:
-                try:
-                    self._tmgr.cancel_tasks(cancel)
-                except Exception:  # noqa: BLE001
-                    logger.exception("Could not cancel RP task(s) %s", cancel)
-            if batch[-1] is None:
-                return
-
-    def _submit_one(self, description: rp.TaskDescription):
-        try:
-            self._tmgr.submit_tasks([description])
-        except Exception as error:  # noqa: BLE001 - reported to the waiting job
-            logger.exception("RADICAL-Pilot refused task %s (%s)", description.uid, description.name)
-            self._watcher.fail(
-                description.uid, DispatchError(f"RADICAL-Pilot refused task {description.name!r}: {error}")
-            )
-
-
-class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
+class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
     """Runs jobs as RADICAL-Pilot tasks on one pilot.
 
     Executables become ``rp.TaskDescription`` s with staging of their inputs,
     stdin, stdout, stderr and declared outputs; function calls become ``python
     -m scalems.call`` tasks, or go to a scalems Raptor worker when
     ``enable_raptor`` is set. Results are staged back into each job's local
-    directory.
+    directory. Should the Raptor master end during the run (a call killed its
+    worker), the calls it still had run again, each as its own RP task, so that
+    only the call that kills its process fails; later calls run that way too.
 
     Args:
         configuration: the backend settings.
@@ -179,14 +121,12 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
         *,
         configuration: RuntimeConfiguration,
         work_dir: typing.Optional[os.PathLike] = None,
-        datastore=None,
     ):
         if not isinstance(configuration, RuntimeConfiguration):
             raise TypeError(
                 f"scalems.radical needs a RuntimeConfiguration, got {type(configuration).__name__}; "
                 "use scalems.radical.configuration(...)"
             )
-        self._datastore = datastore  # the work directory's FileStore (Raptor's configuration goes there)
         if configuration.enable_raptor:
             _raptor_client_class()  # fail now, before a pilot is started for nothing
         super().__init__(configuration=configuration)
@@ -198,8 +138,9 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             )
         self.session_dir = session_dir
         self._watcher: typing.Optional[TaskWatcher] = None
-        self._submitter: typing.Optional[_Submitter] = None
+        self._submitter: typing.Optional[Submitter] = None
         self._raptor = None
+        self._raptor_lost = False
         self._aliases = PathAliases()
         self._counter = itertools.count()
         self._pilot_error: typing.Optional[str] = None
@@ -246,7 +187,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             await self._step(
                 runtime, tmgr.register_callback, self._watcher.callback, what="callback registration"
             )
-            self._submitter = _Submitter(tmgr, self._watcher)
+            self._submitter = Submitter(tmgr, self._watcher)
             timeout = config.pilot_startup_timeout
             if timeout is None and config.is_local:
                 timeout = LOCAL_PILOT_STARTUP_TIMEOUT
@@ -313,21 +254,17 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
         except asyncio.CancelledError:
             runtime.abort()
             try:
-                await await_bounded(future, self.configuration().close_timeout, what)
+                await await_bounded(future, self.configuration().close_timeout, f"RADICAL-Pilot {what}")
             except BaseException:  # noqa: BLE001 - we are leaving anyway
                 pass
             raise
 
     async def _start_raptor(self, runtime: RuntimeSession):
         RaptorClient = _raptor_client_class()
-        directory = self.session_dir / "raptor"
-        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         # ---- Raptor hook -----------------------------------------------------------------
         # scalems.radical.raptor owns the master/worker protocol; this backend only hands it
-        # the running session and routes function jobs to it (see run_function).
-        return await RaptorClient.start(
-            session=runtime, configuration=self.configuration(), datastore_dir=directory, filestore=self._datastore
-        )
+        # the running session and its submitter, and routes function jobs to it (see run_function).
+        return await RaptorClient.start(runtime, self.configuration(), self._submitter)
 
     async def runtime_shutdown(self, runtime: RuntimeSession) -> None:
         """Stop Raptor, cancel what is still queued, close the session (bounded, even on Ctrl-C)."""
@@ -369,7 +306,7 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
     async def _close_session(self, runtime: RuntimeSession) -> None:
         """Close *runtime* in a thread, bounded by ``close_timeout`` even on cancellation."""
         closing = in_thread(runtime.close, name="scalems-rp-close")
-        await await_bounded(closing, self.configuration().close_timeout, "closing the session")
+        await await_bounded(closing, self.configuration().close_timeout, "closing the RADICAL-Pilot session")
 
     def _pilot_callback(self, runtime: RuntimeSession):
         """The pilot state callback for *runtime*: silent once that session is being closed
@@ -417,24 +354,9 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
     def _next_uid(self) -> str:
         return f"scalems.task.{next(self._counter):06d}"
 
-    async def _submit_and_wait(self, description: rp.TaskDescription):
+    async def _submit_and_wait(self, description: rp.TaskDescription) -> FinalTaskState:
         self._check_running()
-        uid = description.uid
-        future = self._watcher.expect(uid)
-        self._submitter.submit(description)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            submitter = self._submitter
-            if submitter is not None:
-                submitter.cancel(uid)
-            try:
-                await asyncio.wait({future}, timeout=CANCEL_CONFIRM_TIMEOUT)
-            finally:
-                self._watcher.forget(uid)
-                if future.done() and not future.cancelled():
-                    future.exception()  # mark retrieved
-            raise
+        return await self._submitter.run(description)
 
     async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
         uid = self._next_uid()
@@ -442,16 +364,33 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             description = describe_executable(job, uid, self.configuration(), self._aliases)
         except StagingError as error:
             return ExecutableOutcome(exitcode=None, error=str(error))
-        record = await self._submit_and_wait(description)
+        final = await self._submit_and_wait(description)
         first = job.argv[0]
         program = first.name if isinstance(first, InputFile) else os.fspath(first)
-        return executable_outcome(job, record, program)
+        return executable_outcome(job, final, program)
 
     async def run_function(self, job: FunctionJob) -> FunctionOutcome:
         raptor = self._raptor
-        if raptor is not None and job.resources.ranks <= getattr(raptor, "worker_ranks", 1):
-            # ---- Raptor hook: function calls go to the scalems Raptor worker. ----
-            return await raptor.run_function(job)
+        if raptor is not None and job.resources.ranks <= raptor.worker_ranks:
+            if raptor.alive:
+                # ---- Raptor hook: function calls go to the scalems Raptor worker. ----
+                outcome = await raptor.run_function(job)
+                if outcome.error is None or raptor.alive or self._closing or self._pilot_error is not None:
+                    return outcome
+                # The master ended, with its worker, before this call finished: the call may have
+                # killed the worker, or waited behind the one that did (the client cannot tell which
+                # was running). Run it again, alone, so that only a call that kills its process fails.
+                logger.warning(
+                    "Running %r again as its own RP task: %s", job.label, outcome.error.splitlines()[0]
+                )
+            if not self._raptor_lost:
+                self._raptor_lost = True
+                logger.warning(
+                    "The scalems Raptor master %s has ended (%s); function calls run as separate RP tasks "
+                    "from now on.",
+                    raptor.master_uid,
+                    raptor.master_state or "stopped",
+                )
         directory = job.directory
         if directory is None:
             directory = self.session_dir / "calls" / job.uid
@@ -464,8 +403,8 @@ class RPDispatchingExecutor(RuntimeManager[RuntimeConfiguration, RuntimeSession]
             description = describe_function(job, uid, self.configuration(), self._aliases)
         except StagingError as error:
             return FunctionOutcome(error=str(error))
-        record = await self._submit_and_wait(description)
-        return await asyncio.to_thread(function_outcome, job, record)
+        final = await self._submit_and_wait(description)
+        return await asyncio.to_thread(function_outcome, job, final)
 
 
 def _write_call(directory: pathlib.Path, text: str) -> None:
@@ -473,11 +412,12 @@ def _write_call(directory: pathlib.Path, text: str) -> None:
     (directory / CALL_FILE).write_text(text)
 
 
-def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = None) -> RPDispatchingExecutor:
+def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = None) -> RadicalBackend:
     """Create the RADICAL backend for *manager* (the workflow manager).
 
     Args:
-        manager: the workflow manager; its ``directory`` (work directory) holds RP's session folder.
+        manager: the workflow manager; only its ``directory`` (the work directory, which holds
+            RP's session folder) is used.
         params: the backend configuration (from :func:`scalems.radical.configuration`).
     """
     if params is None:
@@ -487,5 +427,4 @@ def executor_factory(manager, params: typing.Optional[RuntimeConfiguration] = No
             "scalems.radical needs a configuration: pass scalems.radical.configuration([...]) "
             "(at least --resource) to the workflow manager."
         )
-    datastore = manager.datastore() if hasattr(manager, "datastore") else None
-    return RPDispatchingExecutor(configuration=params, work_dir=getattr(manager, "directory", None), datastore=datastore)
+    return RadicalBackend(configuration=params, work_dir=manager.directory)
