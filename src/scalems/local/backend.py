@@ -13,6 +13,7 @@ import sys
 import typing
 
 from scalems.exceptions import ConfigurationError
+from scalems.execution.waiting import wait_within
 from scalems.execution import (
     Backend,
     CoreLimiter,
@@ -256,11 +257,9 @@ class LocalBackend(Backend[LocalConfiguration, WorkerPool]):
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        exited = asyncio.ensure_future(process.wait())
-        # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow a cancellation.
-        done, _ = await asyncio.wait([exited], timeout=self.configuration().grace_period)
-        if not done:
-            exited.cancel()
+        try:
+            await wait_within(asyncio.ensure_future(process.wait()), self.configuration().grace_period)
+        except asyncio.TimeoutError:
             logger.warning("Process %s ignored SIGTERM for %.0f s; killing it.", process.pid, self.configuration().grace_period)
             try:
                 os.killpg(process.pid, signal.SIGKILL)

@@ -203,9 +203,16 @@ def _environment_lines(env: typing.Mapping[str, str], label: str) -> typing.List
 
 
 def _resources(description: rp.TaskDescription, resources) -> None:
+    """RP's fields for scalems's resources. Several cores per rank mean OpenMP threads unless the task
+    says otherwise, so RP sets OMP_NUM_THREADS as the local backend does; GPUs are CUDA devices
+    (RP sets CUDA_VISIBLE_DEVICES to the ones it assigned)."""
     description.ranks = resources.ranks
     description.cores_per_rank = resources.cores_per_rank
     description.gpus_per_rank = resources.gpus_per_rank
+    if resources.gpus_per_rank:
+        description.gpu_type = rp.CUDA
+    if resources.cores_per_rank > 1 and not resources.threading_type:
+        description.threading_type = rp.OpenMP
     if resources.threading_type:
         kind = _THREADING_TYPES.get(resources.threading_type.lower())
         if kind is None:
@@ -392,7 +399,7 @@ def executable_outcome(job: ExecutableJob, final: FinalTaskState, program: str) 
             final.exit_code,
             ", ".join(map(str, missing)),
         )
-    return ExecutableOutcome(exitcode=final.exit_code)
+    return ExecutableOutcome(exitcode=final.exit_code, where=final.uid)
 
 
 def function_outcome(job: FunctionJob, final: FinalTaskState) -> FunctionOutcome:
@@ -401,7 +408,7 @@ def function_outcome(job: FunctionJob, final: FinalTaskState) -> FunctionOutcome
     _restore_stream(directory / FUNCTION_STDERR, final.stderr, final, note=True)
     result = directory / RESULT_FILE
     if result.is_file():
-        return FunctionOutcome(result=result.read_text())
+        return FunctionOutcome(result=result.read_text(), where=final.uid)
     stderr = _read_tail(directory / FUNCTION_STDERR, 2048).strip() or final.stderr.strip()
     message = f"no result came back from {final.describe()}"
     if stderr:

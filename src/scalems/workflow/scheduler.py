@@ -20,6 +20,7 @@ import typing
 
 from scalems.exceptions import DispatchError, TaskCancelledError, TaskFailedError
 from scalems.execution.backend import Backend
+from scalems.execution.waiting import wait_within
 from .graph import TaskGraph
 from .launcher import Launcher
 from .task import Task, TaskState
@@ -182,17 +183,13 @@ class Scheduler:
             return await self.launcher.run(task, attempt)
         run = asyncio.ensure_future(self.launcher.run(task, attempt))
         try:
-            # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow a cancellation.
-            done, _ = await asyncio.wait([run], timeout=timeout)
+            return await wait_within(run, timeout)  # cancels *run* on a timeout or a cancellation
+        except asyncio.TimeoutError:
+            await asyncio.gather(run, return_exceptions=True)  # the backend ends the attempt's processes
+            raise self.launcher.timed_out(task, timeout, attempt) from None
         except asyncio.CancelledError:
-            run.cancel()
             await asyncio.gather(run, return_exceptions=True)
             raise
-        if done:
-            return run.result()
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
-        raise self.launcher.timed_out(task, timeout, attempt)
 
     async def shutdown(self, cancel: bool) -> None:
         """Stop scheduling (cancelling what has not finished if *cancel*), then leave the backend."""

@@ -334,4 +334,4 @@ class RaptorClient:
             return FunctionOutcome(
                 error=f"The Raptor worker returned no result record for {job.label!r} ({final.uid}): {value!r}"
             )
-        return FunctionOutcome(result=value)
+        return FunctionOutcome(result=value, where=final.uid)
