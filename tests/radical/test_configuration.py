@@ -380,3 +380,29 @@ def test_the_backend_never_sees_the_store():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_threads_and_gpus_map_to_rp_fields(tmp_path):
+    """cores_per_rank > 1 means OpenMP threads unless the task says otherwise (RP then sets
+    OMP_NUM_THREADS, as the local backend does); GPUs are CUDA devices RP assigns."""
+    from scalems.radical.task import PathAliases, describe_executable
+
+    aliases = PathAliases()
+    try:
+        threaded = describe_executable(
+            _job(tmp_path, ["lmp"], resources=Resources(ranks=2, cores_per_rank=4)), "a", RuntimeConfiguration(), aliases
+        )
+        gpu = describe_executable(
+            _job(tmp_path, ["gmx"], resources=Resources(gpus_per_rank=1)), "b", RuntimeConfiguration(), aliases
+        )
+        posix = describe_executable(
+            _job(tmp_path, ["x"], resources=Resources(cores_per_rank=2, threading_type="posix")),
+            "c",
+            RuntimeConfiguration(),
+            aliases,
+        )
+    finally:
+        aliases.close()
+    assert (threaded.ranks, threaded.cores_per_rank, threaded.threading_type) == (2, 4, rp.OpenMP)
+    assert (gpu.gpus_per_rank, gpu.gpu_type) == (1, rp.CUDA)
+    assert posix.threading_type == rp.POSIX
