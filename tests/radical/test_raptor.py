@@ -21,7 +21,8 @@ import time
 import warnings
 
 import pytest
-from rp_jobs import Backend, snapshot_outside
+from rp_shared import SharedBackend as Backend
+from rp_shared import snapshot_outside
 
 rp = pytest.importorskip("radical.pilot")
 pytest.importorskip("mpi4py")
