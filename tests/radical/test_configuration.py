@@ -202,7 +202,8 @@ def test_help_and_imports():
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
     code = (
         "import sys; sys.modules['radical.pilot'] = None\n"
-        "try:\n    import scalems.radical\n"
+        "import scalems.radical\n"
+        "try:\n    scalems.radical.executor_factory\n"
         "except ImportError as e:\n    print(type(e).__name__, e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout

@@ -28,7 +28,8 @@ From Python::
         task = scalems.executable(["echo", "hello"])
         print(task.result().stdout)
 
-Importing this module needs ``radical.pilot`` (``pip install 'scalems[radical]'``).
+Running anything through it needs ``radical.pilot`` (``pip install 'scalems[radical]'``);
+importing it and its :data:`parser` do not.
 """
 
 from __future__ import annotations
@@ -47,23 +48,39 @@ __all__ = (
 )
 
 import argparse
+import importlib
 import os
 import typing
 
 import scalems.invocation
-from scalems.exceptions import MissingDependencyError
-
-try:
-    import radical.pilot  # noqa: F401
-except ImportError as _error:
-    raise MissingDependencyError("radical.pilot", "radical") from _error
 
 from .runtime_configuration import RuntimeConfiguration, add_arguments, configuration
-from .backend import RadicalBackend, current_configuration, executor_factory
-from .session import RuntimeSession
 
-# The original SCALE-MS names: RPDispatchingExecutor (below) and executor_factory (imported above).
-RPDispatchingExecutor = RadicalBackend
+# The names below need radical.pilot; they are imported on first use (PEP 562), so that the
+# parser (--help, the documentation) works without it. Using one without RP raises
+# MissingDependencyError, and so does anything that checks a resource or a pilot option.
+# RPDispatchingExecutor and executor_factory are the original SCALE-MS names.
+_NEEDS_RP = {
+    "RadicalBackend": ("backend", "RadicalBackend"),
+    "RPDispatchingExecutor": ("backend", "RadicalBackend"),
+    "current_configuration": ("backend", "current_configuration"),
+    "executor_factory": ("backend", "executor_factory"),
+    "RuntimeSession": ("session", "RuntimeSession"),
+}
+
+if typing.TYPE_CHECKING:
+    from .backend import RadicalBackend, current_configuration, executor_factory
+    from .backend import RadicalBackend as RPDispatchingExecutor
+    from .session import RuntimeSession
+
+
+def __getattr__(name: str):
+    found = _NEEDS_RP.get(name)
+    if found is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{found[0]}", __name__), found[1])
+    globals()[name] = value
+    return value
 
 
 def _make_parser() -> argparse.ArgumentParser:
@@ -79,7 +96,7 @@ def _make_parser() -> argparse.ArgumentParser:
     return made
 
 
-#: The command line parser of ``python -m scalems.radical`` (for ``sphinx-argparse`` too).
+#: The command line parser of ``python -m scalems.radical`` (for ``sphinxcontrib-autoprogram`` too).
 parser = _make_parser()
 
 
@@ -102,6 +119,8 @@ def workflow_manager(
         configuration: from :func:`configuration` (default: the active one, if any).
     """
     from scalems.workflow.manager import WorkflowManager
+
+    from .backend import current_configuration, executor_factory
 
     if configuration is None:
         configuration = current_configuration()

@@ -32,8 +32,16 @@ from scalems.exceptions import ConfigurationError, MissingDependencyError
 try:
     import radical.pilot as rp
     import radical.utils as ru
-except ImportError as _error:  # pragma: no cover - depends on the installation
-    raise MissingDependencyError("radical.pilot", "radical") from _error
+except ImportError as _error:  # the options can be listed (--help, docs) without RP; checking them needs it
+
+    class _Missing:
+        def __init__(self, error: ImportError):
+            self._error = error
+
+        def __getattr__(self, name):
+            raise MissingDependencyError("radical.pilot", "radical") from self._error
+
+    rp = ru = _Missing(_error)
 
 #: Pilot run time (minutes) when the user gives none: a backstop so that a client
 #: killed hard does not leave a pilot agent running for RP's default forever-ish.
