@@ -134,17 +134,22 @@ def test_replaced_program_reruns_its_tasks(tmp_path, monkeypatch):
 
 
 def test_leftover_processes_of_an_earlier_run_end_before_its_tasks_start_again(tmp_path):
-    """When the guardian died too (both killed at once), the next run finds the recorded process
-    groups still alive and ends them first: a task never runs twice at once."""
-    from scalems.local.guardian import end_leftovers
+    """When the guardian died too (both killed at once), the next run finds the processes with the
+    dead run's mark still alive and ends them first: a task never runs twice at once."""
+    from scalems.local.guardian import MARK, end_leftovers
 
     running = tmp_path / "scalems_local" / "running"
-    (running / "12345").mkdir(parents=True)  # the folder of a run that was killed with its guardian
-    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    with open(f"/proc/{orphan.pid}/stat", "rb") as fh:
-        started = fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    (running / "12345" / str(orphan.pid)).write_text(started)
-    (running / "12345" / "999999999").write_text("1")  # a record of a group long gone: only removed
-    assert end_leftovers(running, grace=5) == 1
-    assert orphan.wait(timeout=10) == -signal.SIGTERM
-    assert not list(running.iterdir())
+    dead_run = running / "12345"  # the folder of a run that was killed with its guardian
+    dead_run.mkdir(parents=True)
+    marked = {**os.environ, MARK: str(dead_run)}
+    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True, env=marked)
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)  # not the run's: left alone
+    try:
+        assert end_leftovers(running, grace=5) == 1
+        assert orphan.wait(timeout=10) == -signal.SIGTERM
+        assert other.poll() is None
+        assert not list(running.iterdir())
+        assert end_leftovers(running, grace=5) == 0  # nothing left to scan
+    finally:
+        other.kill()
+        other.wait()

@@ -10,19 +10,21 @@ import scalems
 import scalems.local
 from scalems.local.placement import detect_gpus
 
-#: Reports what the task sees: its OpenMP threads, its CPUs, its GPUs; then waits for all siblings.
+#: Waits until all its siblings run, then reports what it sees: its OpenMP threads, its CPUs, its GPUs.
 PROBE = """
 import os, pathlib, sys, time
-status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-print(os.environ.get("OMP_NUM_THREADS"), status["Cpus_allowed_list"].strip(), os.environ.get("CUDA_VISIBLE_DEVICES"),
-      os.environ.get("HIP_VISIBLE_DEVICES"), sep="|")
-sys.stdout.flush()
 gate = pathlib.Path(sys.argv[1])
 gate.mkdir(exist_ok=True)
 (gate / str(os.getpid())).touch()
 deadline = time.monotonic() + 60
 while len(list(gate.iterdir())) < int(sys.argv[2]) and time.monotonic() < deadline:
     time.sleep(0.02)
+time.sleep(0.1)  # all siblings run now, and a one-core task is pinned once it has run for a moment
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+print(os.environ.get("OMP_NUM_THREADS"), status["Cpus_allowed_list"].strip(), os.environ.get("CUDA_VISIBLE_DEVICES"),
+      os.environ.get("HIP_VISIBLE_DEVICES"), sep="|")
+sys.stdout.flush()
+time.sleep(0.2)  # still running while the others look
 """
 
 

@@ -186,7 +186,12 @@ def _apply_attempts(row: TaskRow, tried: typing.Optional[list]) -> TaskRow:
 def _ended_rows(directory: pathlib.Path, reader: HistoryReader, info: RunInfo, attempts: list) -> list:
     by_uid = _by_uid(attempts)
     listed = info.tasks
-    done, cached = split_uids(listed.get("done")), split_uids(listed.get("cached"))
+    cached = split_uids(listed.get("cached"))
+    if "done" in listed:  # runs recorded before the done tasks were left to their attempts
+        done = split_uids(listed["done"])
+    else:
+        others = {entry[0] for entry in listed.get("other", ())}
+        done = [uid for uid, tried in by_uid.items() if uid not in others and any(a.outcome == "done" for a in tried)]
     records = reader.tasks(done + cached)
     unnamed = [uid for uid in done + cached if uid not in records]
     names = reader.names(unnamed) if unnamed else {}

@@ -9,7 +9,7 @@ run. Where pidfd is unavailable, asyncio's subprocess support is used.
 
 from __future__ import annotations
 
-__all__ = ("Child", "spawn", "SPAWNS_IN_PLACE")
+__all__ = ("Child", "spawn")
 
 import asyncio
 import os
@@ -17,10 +17,6 @@ import subprocess
 import typing
 
 _HAVE_PIDFD = hasattr(os, "pidfd_open")
-
-#: True where :func:`spawn` starts the child before it first awaits, so the calling thread's
-#: state at the call (its CPU mask) is what the child inherits.
-SPAWNS_IN_PLACE = _HAVE_PIDFD
 
 
 class Child:

@@ -8,16 +8,18 @@ launcher's ranks inherit the mask). A task that reserved GPUs gets device
 ids nobody else running has, in ``CUDA_VISIBLE_DEVICES`` (and the AMD
 equivalents).
 
-Pinning costs nothing per task: the dispatcher thread narrows its *own*
-CPU mask around the spawn, and the child inherits it (``preexec_fn`` would
-make every spawn several milliseconds slower).
+A task with several cores or ranks is pinned right after it starts, before
+it can start threads or ranks (its program is still being loaded); a
+one-core task once it has run for a moment, with all its threads.
+``preexec_fn`` would make every spawn several milliseconds slower, and
+narrowing the dispatcher thread's own mask around the spawn moved that thread
+between CPUs for every task.
 """
 
 from __future__ import annotations
 
-__all__ = ("SlotMap", "detect_gpus", "usable_cpus", "pinned_to", "GPU_VARIABLES")
+__all__ = ("SlotMap", "detect_gpus", "usable_cpus", "pin", "GPU_VARIABLES")
 
-import contextlib
 import os
 import typing
 
@@ -93,15 +95,14 @@ class SlotMap:
         return [self.names[i] for i in slots]
 
 
-@contextlib.contextmanager
-def pinned_to(cpus: typing.Optional[typing.Collection[int]]):
-    """Within the block, processes started by this thread are pinned to *cpus* (None: not pinned)."""
-    if not cpus:
-        yield
-        return
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
+def pin(pid: int, cpus: typing.Collection[int]) -> None:
+    """Pin every thread of process *pid* to *cpus* (a process that is already gone is left alone)."""
     try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        threads = [str(pid)]
+    for thread in threads:
+        try:
+            os.sched_setaffinity(int(thread), cpus)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -20,8 +20,8 @@ A worker that dies (a segfault, ``os._exit`` in user code, the OOM killer)
 fails only the call it was running; calls queued behind it go to another
 worker, and a fresh worker replaces it. Cancelling a running call kills its
 worker, and with it every process the call started: each worker runs in a
-process group of its own, which is what gets killed (and what the run's
-:mod:`~scalems.local.guardian` ends if the run itself dies).
+process group of its own, which is what gets killed (the run's
+:mod:`~scalems.local.guardian` ends them all if the run itself dies).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class WorkerPool:
     def __init__(self, size: int, *, cwd: typing.Optional[str] = None, guardian=None):
         self.size = max(1, int(size))
         self._cwd = cwd
-        self._guardian = guardian  # records each worker's process group while it lives
+        self._guardian = guardian  # its mark goes into each worker's environment
         self._workers: list = []
         self._waiters: collections.deque = collections.deque()
         self._closed = False
@@ -153,6 +153,8 @@ class WorkerPool:
         env = dict(os.environ)
         # The worker must import what the workflow script imports by name (modules next to the script).
         env["SCALEMS_WORKER_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
+        if self._guardian is not None:
+            env.update(self._guardian.environment)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "scalems.local.worker_main", str(child_read), str(child_write)],
@@ -169,8 +171,6 @@ class WorkerPool:
         finally:
             os.close(child_read)
             os.close(child_write)
-        if self._guardian is not None:
-            self._guardian.register(process.pid)
         os.set_blocking(parent_read, False)
         os.set_blocking(parent_write, False)
         worker = _Worker(process, parent_write, parent_read)
@@ -252,8 +252,7 @@ class WorkerPool:
             worker.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             logger.warning("Worker process %s did not exit after SIGKILL", worker.pid)
-        if self._guardian is not None:
-            self._guardian.unregister(worker.pid)
+
         pending, worker.pending = list(worker.pending), collections.deque()
         if pending:
             running, queued = pending[0], pending[1:]

@@ -62,13 +62,14 @@ CREATE TABLE IF NOT EXISTS attempt (
     outcome  TEXT NOT NULL,     -- done, failed, timeout, cancelled
     exitcode INTEGER,
     error    TEXT,
-    upstream TEXT,              -- uids (64 characters each, concatenated) of the tasks it took input from,
+    upstream TEXT               -- uids (64 characters each, concatenated) of the tasks it took input from,
                                 -- NULL where recorded before layout 3 (no semicolons in these comments)
-    PRIMARY KEY (uid, run, attempt)
+    -- No key: an index on 64-character uids made every insert of a large run slower, and only
+    -- status and report read this table, one run at a time.
 );
 """
 
-ATTEMPT_INSERT = "INSERT OR REPLACE INTO attempt VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+ATTEMPT_INSERT = "INSERT INTO attempt VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 #: Brings a layout-2 ``attempt`` table to layout 3 (see :data:`scalems.store.record.SCHEMA_VERSION`).
 ATTEMPT_UPSTREAM_MIGRATION = "ALTER TABLE attempt ADD COLUMN upstream TEXT"
 RUN_UPSERT = (

@@ -26,7 +26,7 @@ import time
 import typing
 
 from scalems.store import FileStore
-from .task import ExecutableResult, Task, executable_result
+from .task import ExecutableResult, Task, TaskState, executable_result
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +69,19 @@ class ResultCache:
     def end_run(self, counts: dict, tasks: typing.Iterable[Task]) -> None:
         """The run is over: its counts and which tasks it had and how each ended.
 
-        Finished tasks are listed by uid only (the record has the rest; a large ensemble's list
-        costs a millisecond); the others (failed, not run because a task they need failed,
-        cancelled, unfinished) with label, state and reason.
+        Tasks done in this run are known by their attempts; tasks done from the record are
+        listed by uid only (the record has the rest); the others (failed, not run because a
+        task they need failed, cancelled, unfinished) with label, state and reason.
         """
-        listed: dict = {"done": [], "cached": []}
+        listed: dict = {"cached": []}
         other = []
+        done = TaskState.DONE
         for task in tasks:
-            state = task._state.value
+            state = task._state
             if task._cached:
                 listed["cached"].append(task.uid)
-            elif state == "done":
-                listed["done"].append(task.uid)
-            else:
+            elif state is not done:
+                state = state.value
                 reason = task._exception
                 other.append([task.uid, task.label, task.kind, state, None if reason is None else str(reason)])
         summary = {key: "".join(uids) for key, uids in listed.items()}

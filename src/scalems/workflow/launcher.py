@@ -74,9 +74,9 @@ class Launcher:
             outcome, error = "failed", f"internal error in scalems: {failure!r}"
             raise
         finally:
-            if outcome != "cancelled":
+            if outcome != "cancelled":  # a cancelled attempt is recorded by timed_out() or cancelled()
                 del self._started[key]
-            self.cache.record_attempt(task, attempt, started, outcome, self._where.pop(task.uid, None), exitcode, error)
+                self.cache.record_attempt(task, attempt, started, outcome, self._where.pop(task.uid, None), exitcode, error)
 
     def timed_out(self, task: Task, timeout: float, attempt: int) -> TaskTimeoutError:
         """The (recorded) failure of an attempt stopped at its time limit."""
@@ -86,8 +86,14 @@ class Launcher:
         error = TaskTimeoutError(task.label, uid=task.uid, timeout=timeout, stderr=stderr)
         self.cache.record_failure(task, error)
         started = self._started.pop((task.uid, attempt), time.time())
-        self.cache.record_attempt(task, attempt, started, "timeout", None, None, error.reason)
+        self.cache.record_attempt(task, attempt, started, "timeout", self._where.pop(task.uid, None), None, error.reason)
         return error
+
+    def cancelled(self, task: Task, attempt: int) -> None:
+        """Record an attempt cancelled by the run (Ctrl-C, a shutdown), not by its time limit."""
+        started = self._started.pop((task.uid, attempt), None)
+        if started is not None:
+            self.cache.record_attempt(task, attempt, started, "cancelled", self._where.pop(task.uid, None))
 
     async def _run_executable(self, task: Task, attempt: int) -> ExecutableResult:
         # String paths (os.path) rather than pathlib here: this runs once per task, and the

@@ -180,7 +180,11 @@ class Scheduler:
     async def _attempt(self, task: Task, attempt: int, timeout: typing.Optional[float]):
         """One attempt, stopped at the time limit (the backend ends its processes when cancelled)."""
         if timeout is None:
-            return await self.launcher.run(task, attempt)
+            try:
+                return await self.launcher.run(task, attempt)
+            except asyncio.CancelledError:
+                self.launcher.cancelled(task, attempt)
+                raise
         run = asyncio.ensure_future(self.launcher.run(task, attempt))
         try:
             return await wait_within(run, timeout)  # cancels *run* on a timeout or a cancellation
@@ -189,6 +193,7 @@ class Scheduler:
             raise self.launcher.timed_out(task, timeout, attempt) from None
         except asyncio.CancelledError:
             await asyncio.gather(run, return_exceptions=True)
+            self.launcher.cancelled(task, attempt)
             raise
 
     async def shutdown(self, cancel: bool) -> None:
