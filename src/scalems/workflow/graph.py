@@ -42,6 +42,11 @@ class TaskGraph:
         # Task counts by state, plus "added" and "cached"; a plain dict, updated on every task.
         self.counts = dict.fromkeys(COUNT_KEYS, 0)
         self.unfinished = 0
+        #: Uids of the tasks done from the record, and the tasks that ended other than done, in order:
+        #: what the run history lists at the end (kept as they happen: a loop over 100,000 tasks
+        #: at the end would cost the run milliseconds).
+        self.cached_uids: list = []
+        self.not_done: list = []
         # Set while no added task is unfinished. A completion wakes no thread unless it is the
         # last one (or a waiter registered on that task).
         self.idle = threading.Event()
@@ -80,21 +85,24 @@ class TaskGraph:
                     self.names.alias(label, uid)
             return existing
 
-    def add(self, uid: str, label, kind: str, spec, default_name: str, fits, recorded=None) -> Task:
+    def add(self, uid: str, label, kind: str, spec, fits=None, recorded=None) -> Task:
         """Create the task for *uid*, or return the one another thread added meanwhile.
 
-        *fits(label)* raises if the task could never run. *recorded* is a function
-        result found in the record: the task is then done at once, decoded when
+        *fits(label, resources)* (the backend limiter's ``check_fits``) raises if the task
+        could never run; None for the default resources, which always fit. *recorded* is a
+        function result found in the record: the task is then done at once, decoded when
         first asked for.
         """
         with self.lock:
-            if uid in self.tasks or (label is not None and label in self.names.labels):
+            names = self.names
+            if uid in self.tasks or (label is not None and label in names.labels):
                 existing = self.existing(uid, label)
                 if existing is not None:
                     return existing
-            label, dirname = self.names.choose(label, uid, default_name)
-            fits(label)
-            self.names.claim(label, dirname, uid)
+            label, dirname = names.choose(label, uid, spec.default_name())
+            if fits is not None:
+                fits(label, spec.resources)
+            names.claim(label, dirname, uid)
             task = Task(self, uid, label, kind, spec)
             self.tasks[uid] = task
             self.order.append(task)
@@ -106,6 +114,7 @@ class TaskGraph:
                 task._state = TaskState.DONE
                 counts["cached"] += 1
                 counts["done"] += 1
+                self.cached_uids.append(uid)
             return task
 
     def finish_cached(self, task: Task, result) -> None:
@@ -115,6 +124,7 @@ class TaskGraph:
             callbacks = task._finish(TaskState.DONE, result, None)
             self.counts["cached"] += 1
             self.counts["done"] += 1
+            self.cached_uids.append(task.uid)
         for fn in callbacks or ():
             invoke_callback(fn, task)
 
@@ -195,6 +205,8 @@ class TaskGraph:
             if not self.unfinished:
                 self.idle.set()
             self.counts[state.value] += 1
+            if state is not TaskState.DONE:
+                self.not_done.append(task)
         if callbacks:
             for fn in callbacks:
                 invoke_callback(fn, task)

@@ -48,7 +48,7 @@ from .launcher import Launcher
 from .naming import TASKS_DIRNAME, TaskNames
 from .scheduler import Scheduler
 from .scope import pop_scope, push_scope
-from .spec import DEFAULT_POLICY, TaskPolicy, executable_spec, function_spec
+from .spec import FunctionSpec, TaskPolicy, executable_spec, function_spec
 from .task import FINAL_STATES, Task, TaskState
 
 logger = logging.getLogger(__name__)
@@ -257,7 +257,8 @@ class WorkflowManager:
             await self._scheduler.shutdown(cancel)
         finally:
             try:
-                self._cache.end_run(self._graph.counts, self.tasks)
+                graph = self._graph
+                self._cache.end_run(graph.counts, graph.cached_uids, graph.not_done)
             finally:
                 self._cache.flush()
 
@@ -320,10 +321,24 @@ class WorkflowManager:
         cache: bool = True,
     ) -> Task:
         """Add one function-call task. See :func:`scalems.function_task`."""
+        # The path of every task of a large ensemble (and of its re-runs): the common call is built inline.
         if self._state != "running":
             self._check_open()
-        policy = DEFAULT_POLICY if timeout is None and not retries and cache is True else TaskPolicy.of(timeout, retries, False, cache)
-        spec = function_spec(func, args, kwargs, resources=resources, comm_arg=comm_arg, label=label, policy=policy)
+        if (
+            resources is None
+            and label is None
+            and comm_arg is None
+            and timeout is None
+            and not retries
+            and cache is True
+            and not kwargs
+            and type(args) is tuple
+            and callable(func)
+        ):
+            spec = FunctionSpec(func, args, {}, DEFAULT_RESOURCES, None)
+        else:
+            policy = TaskPolicy.of(timeout, retries, False, cache)
+            spec = function_spec(func, args, kwargs, resources=resources, comm_arg=comm_arg, label=label, policy=policy)
         return self._add("function", spec, label)
 
     def _check_open(self):
@@ -333,9 +348,13 @@ class WorkflowManager:
     def _add(self, kind: str, spec, label: typing.Optional[str]) -> Task:
         """The pipeline of the module docstring, up to the scheduler."""
         graph, cache = self._graph, self._cache
-        uid, upstream = identify(spec, cache.digest_file)
-        if upstream is not NO_UPSTREAM:
-            graph.check_owner(upstream.values())
+        uid = spec.plain_uid()  # the common call of a known function with plain arguments
+        if uid is None:
+            uid, upstream = identify(spec, cache.digest_file)
+            if upstream:
+                graph.check_owner(upstream.values())
+        else:
+            upstream = NO_UPSTREAM
         if label is not None or uid in graph.tasks:
             existing = graph.existing(uid, label)
             if existing is not None:
@@ -348,7 +367,9 @@ class WorkflowManager:
             # that cannot be sent to another process is reported at the script's line.
             spec.call = spec.encode(spec.args, spec.kwargs)
         recorded = found[1] if found is not None and kind == "function" else None
-        task = graph.add(uid, label, kind, spec, spec.default_name(), self._fits(spec), recorded)
+        resources = spec.resources
+        fits = None if resources is DEFAULT_RESOURCES else self._backend.limiter.check_fits
+        task = graph.add(uid, label, kind, spec, fits, recorded)
         if task.spec is not spec or recorded is not None:
             return task  # added meanwhile by another thread, or done from the record
         if not (self.use_cache and use_record):
@@ -363,14 +384,6 @@ class WorkflowManager:
             cache.note_upstream(uid, upstream)
         self._scheduler.submit(task, list(upstream.values()) if upstream else ())
         return task
-
-    def _fits(self, spec):
-        """``check(label)`` for a new task: can the backend ever run it (at once if it can not)?"""
-        resources = spec.resources
-        if resources is DEFAULT_RESOURCES:
-            return _always_fits
-        check = self._backend.limiter.check_fits
-        return lambda label: check(label, resources)
 
     # ---- reporting --------------------------------------------------------------------------------------
     @property
@@ -398,6 +411,3 @@ class WorkflowManager:
         backend = self._backend.name if self._backend is not None else "?"
         return f"<WorkflowManager {self.directory} backend={backend} state={self._state}>"
 
-
-def _always_fits(label: str) -> None:
-    return None
