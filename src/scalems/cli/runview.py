@@ -29,7 +29,7 @@ import typing
 
 from scalems.exceptions import StoreError
 from scalems.store import LAYOUT
-from scalems.store.history import AttemptInfo, HistoryReader, RunInfo, split_uids
+from scalems.store.history import UID_PREFIX, AttemptInfo, HistoryReader, RunInfo, split_uids
 from scalems.workflow.naming import TASKS_DIRNAME, safe_name
 
 #: States of a task row. ``done``/``failed``/``cancelled`` as the run ended them; ``not run``: failed
@@ -186,7 +186,10 @@ def _apply_attempts(row: TaskRow, tried: typing.Optional[list]) -> TaskRow:
 def _ended_rows(directory: pathlib.Path, reader: HistoryReader, info: RunInfo, attempts: list) -> list:
     by_uid = _by_uid(attempts)
     listed = info.tasks
-    cached = split_uids(listed.get("cached"))
+    if "cached16" in listed:
+        cached = reader.complete_uids(split_uids(listed["cached16"], UID_PREFIX))
+    else:  # runs recorded with whole uids
+        cached = split_uids(listed.get("cached"))
     if "done" in listed:  # runs recorded before the done tasks were left to their attempts
         done = split_uids(listed["done"])
     else:

@@ -27,6 +27,7 @@ __all__ = (
     "AttemptInfo",
     "UID_LENGTH",
     "split_uids",
+    "UID_PREFIX",
 )
 
 import json
@@ -113,11 +114,16 @@ class AttemptInfo(typing.NamedTuple):
 UID_LENGTH = 64
 
 
-def split_uids(text: typing.Optional[str]) -> typing.List[str]:
+#: Digits of a uid by which a run lists the tasks it found done in the record (64 bits: with
+#: 100,000 tasks in a record, two sharing them is a one-in-a-billion event).
+UID_PREFIX = 16
+
+
+def split_uids(text: typing.Optional[str], length: int = UID_LENGTH) -> typing.List[str]:
     """The uids of a concatenated list (as the history stores them: a separator would only cost space)."""
     if not text:
         return []
-    return [text[i : i + UID_LENGTH] for i in range(0, len(text), UID_LENGTH)]
+    return [text[i : i + length] for i in range(0, len(text), length)]
 
 
 class HistoryReader:
@@ -186,6 +192,18 @@ class HistoryReader:
         else:
             rows = self._conn.execute(query + " ORDER BY started").fetchall()
         return [AttemptInfo(*row) for row in rows]
+
+    def complete_uids(self, prefixes: typing.Sequence[str]) -> typing.List[str]:
+        """The whole uids in the task record that begin with *prefixes* (see :data:`UID_PREFIX`)."""
+        if not prefixes:
+            return []
+        wanted = set(prefixes)
+        whole = {}
+        for (uid,) in self._conn.execute("SELECT uid FROM task"):
+            prefix = uid[:UID_PREFIX]
+            if prefix in wanted:
+                whole[prefix] = uid
+        return [whole.get(prefix, prefix) for prefix in prefixes]
 
     def tasks(self, uids: typing.Iterable[str]) -> dict:
         """``uid -> (label, kind, state, error)`` from the task record, for those of *uids* it has."""

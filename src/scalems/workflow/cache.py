@@ -26,6 +26,7 @@ import time
 import typing
 
 from scalems.store import FileStore
+from scalems.store.history import UID_PREFIX
 from .task import ExecutableResult, Task, executable_result
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,11 @@ class ResultCache:
             [t.uid, t.label, t.kind, t._state.value, None if t._exception is None else str(t._exception)]
             for t in not_done
         ]
-        # Written out by hand: the uids need no escaping, and json would scan 640 kB per 10,000.
-        summary = '{"cached":"' + "".join(cached_uids) + '","other":' + json.dumps(other) + "}"
+        # Tasks done from the record by the first 16 digits of their uid (the record has them whole; a
+        # whole 10,000-task ensemble's list would be 640 kB to write at the end of every re-run),
+        # written out by hand: the digits need no escaping, and json would scan them all.
+        prefixes = "".join([uid[:UID_PREFIX] for uid in cached_uids])
+        summary = '{"cached16":"' + prefixes + '","other":' + json.dumps(other) + "}"
         self._hand_over_attempts()
         row = self._run_row
         row[2], row[7], row[8], row[9] = time.time(), json.dumps(counts), "[]", summary

@@ -99,10 +99,7 @@ class TaskGraph:
                 existing = self.existing(uid, label)
                 if existing is not None:
                     return existing
-            label, dirname = names.choose(label, uid, spec.default_name())
-            if fits is not None:
-                fits(label, spec.resources)
-            names.claim(label, dirname, uid)
+            label = names.claim(label, uid, spec, fits)
             task = Task(self, uid, label, kind, spec)
             self.tasks[uid] = task
             self.order.append(task)

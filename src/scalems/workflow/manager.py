@@ -360,7 +360,7 @@ class WorkflowManager:
             if existing is not None:
                 return existing
         use_record = spec.policy.cache
-        found = cache.lookup(uid) if use_record else None
+        found = cache.store.get_complete(uid) if use_record and cache.use_cache else None  # cache.lookup, inline
         if found is None and kind == "function" and not upstream:
             # Encode the call now, so the task runs with the values it was fingerprinted with
             # even if the script later rebinds a closure variable or mutates an argument; a value

@@ -67,20 +67,26 @@ class TaskNames:
         """A second label for a task that already has one (the same work added again)."""
         self.labels[label] = uid
 
-    def choose(self, label, uid: str, default_name: str) -> tuple:
-        """``(label, directory name)`` for a new task; a label is chosen when *label* is None."""
-        if label is None:
-            label = f"{_safe_prefix(default_name)}-{uid[:LABEL_DIGITS]}"
-            if label in self.labels:  # another task's uid starts alike: likely among ~100k tasks
-                label = self._longer_label(default_name, uid)
-            return label, label  # already safe
-        return label, safe_name(label)
+    def claim(self, label, uid: str, spec, fits=None) -> str:
+        """Register the label of a new task (choosing one from *spec* when *label* is None); returns it.
 
-    def claim(self, label: str, dirname: str, uid: str) -> None:
-        """Register a label from :meth:`choose` and its directory."""
-        self.labels[label] = uid
+        *fits(label, resources)* is checked first: a task that can never run takes no label.
+        """
+        labels = self.labels
+        if label is None:
+            name = spec.default_name()
+            label = f"{_safe_prefix(name)}-{uid[:LABEL_DIGITS]}"
+            if label in labels:  # another task's uid starts alike: likely among ~100k tasks
+                label = self._longer_label(name, uid)
+            dirname = label  # already safe
+        else:
+            dirname = safe_name(label)
+        if fits is not None:
+            fits(label, spec.resources)
+        labels[label] = uid
         if self._dir_owner.setdefault(dirname, label) != label:  # labels differing only in unsafe characters
             self._dir_renamed[label] = f"{dirname}-{uid[:LABEL_DIGITS]}"
+        return label
 
     def _longer_label(self, name: str, uid: str) -> str:
         prefix = _safe_prefix(name)
