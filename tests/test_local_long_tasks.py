@@ -153,3 +153,29 @@ def test_leftover_processes_of_an_earlier_run_end_before_its_tasks_start_again(t
     finally:
         other.kill()
         other.wait()
+
+
+def test_time_limit_ends_every_process_of_the_task(tmp_path):
+    """timeout=1 on a task whose program started children: the attempt fails within seconds with
+    TaskTimeoutError and none of its processes is left (the whole process group is ended)."""
+    from scalems.exceptions import TaskTimeoutError
+
+    script = 'sleep 60 & echo $! > child.pid; echo $$ > parent.pid; wait'
+    with scalems.local.workflow(directory=tmp_path / "work", cores=2, progress=False):
+        started = time.monotonic()
+        task = scalems.executable(["sh", "-c", script], timeout=1, label="tree")
+        with pytest.raises(TaskTimeoutError, match="time limit of 1 s"):
+            task.result(timeout=60)
+        assert time.monotonic() - started < 30
+    directory = tmp_path / "work" / "scalems_tasks" / "tree"
+    for name in ("parent.pid", "child.pid"):
+        pid = int((directory / name).read_text())
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10, f"{name} to end")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
