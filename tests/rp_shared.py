@@ -1,9 +1,10 @@
 """Shared RADICAL-Pilot backends for the whole test run, and a workflow backend that forwards to them.
 
 Starting a session and a local pilot takes 20-30 s and closing one 5-15 s, so
-tests share one backend per flavour on ``local.localhost`` (2 cores, 15
-minutes run time as a backstop, sandbox and session folder under the
-confined test directories): ``rp_backend`` runs function tasks as
+tests share one backend per flavour on ``local.localhost`` (2 cores; 60
+minutes of pilot run time as a backstop, more than a whole test run: with 15
+a pilot started by the first RP test ended before the contract suite's last;
+sandbox and session folder under the confined test directories): ``rp_backend`` runs function tasks as
 ``python -m scalems.call`` tasks, ``rp_raptor_backend`` through Raptor. Each
 runs on its own event loop in a background thread, the way the workflow
 layer runs it, starts on first use and closes at the end of the run.
@@ -86,7 +87,7 @@ def private_backend(base: pathlib.Path, *, enable_raptor: bool = False) -> Share
     before = snapshot_outside()
     configuration = RuntimeConfiguration(
         execution_target="local.localhost",
-        rp_resource_params={"cores": 2, "runtime": 15, "sandbox": str(base / "sandbox")},
+        rp_resource_params={"cores": 2, "runtime": 60, "sandbox": str(base / "sandbox")},
         session_dir=str(base / "session"),
         enable_raptor=enable_raptor,
     )
