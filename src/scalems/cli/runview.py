@@ -29,6 +29,7 @@ import typing
 
 from scalems.exceptions import StoreError
 from scalems.store import LAYOUT
+from scalems.store.lock import pid_alive
 from scalems.store.history import UID_PREFIX, AttemptInfo, HistoryReader, RunInfo, split_uids
 from scalems.workflow.naming import TASKS_DIRNAME, safe_name
 
@@ -250,7 +251,7 @@ def run_state(info: RunInfo, directory: pathlib.Path) -> str:
         return "ended"
     if info.host != socket.gethostname():
         return "unknown"
-    if not _pid_alive(info.pid):
+    if not pid_alive(info.pid):
         return "killed"
     try:
         with open(directory / LAYOUT / "owner.json") as fh:
@@ -261,16 +262,6 @@ def run_state(info: RunInfo, directory: pathlib.Path) -> str:
     if isinstance(owner, dict) and owner.get("pid") == info.pid:
         return "live"
     return "killed"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def natural_key(label: str) -> tuple:

@@ -122,7 +122,7 @@ class OwnerLock:
         if note.get("hostname") == socket.gethostname() and isinstance(note.get("pid"), int):
             if note["pid"] == os.getpid():
                 text += "; that is this process: the store is already open here"
-            elif not _pid_alive(note["pid"]):
+            elif not pid_alive(note["pid"]):
                 text += "; that process has exited, but a process it started still holds the lock"
         return text
 
@@ -145,7 +145,8 @@ def _format_note(note: dict) -> str:
     return f"pid {note.get('pid')} on host {note.get('hostname')}, command: {command}, started {note.get('started')}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process *pid* exists (one we may not signal counts as existing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -112,12 +112,6 @@ class ResultCache:
         if attempts:
             self.store.record_attempts(attempts)
 
-    def lookup(self, uid: str) -> typing.Optional[tuple]:
-        """``(kind, result, files)`` recorded for *uid*, or None (always None with ``use_cache=False``)."""
-        if not self.use_cache:
-            return None
-        return self.store.get_complete(uid)
-
     def forget(self, uid: str) -> None:
         """Drop what is recorded for *uid*: a complete record is final unless dropped first."""
         self.store.forget_task(uid)

@@ -360,7 +360,8 @@ class WorkflowManager:
             if existing is not None:
                 return existing
         use_record = spec.policy.cache
-        found = cache.store.get_complete(uid) if use_record and cache.use_cache else None  # cache.lookup, inline
+        # The result-cache lookup, inline (the path of every task of an ensemble and its re-runs).
+        found = cache.store.get_complete(uid) if use_record and cache.use_cache else None
         if found is None and kind == "function" and not upstream:
             # Encode the call now, so the task runs with the values it was fingerprinted with
             # even if the script later rebinds a closure variable or mutates an argument; a value
