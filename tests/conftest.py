@@ -91,10 +91,12 @@ def no_leaked_processes():
 
 # ---- the contract suite: every backend --------------------------------------------------------
 # Tests that take ``make_workflow`` (tests/test_workflow.py, tests/test_contract_*.py) run once per
-# backend. The RADICAL-Pilot backends forward to shared sessions (rp_shared.py) and carry the
-# ``radical`` marker, so ``-m "not radical"`` runs the suite on the local and in-memory backends.
+# backend. The RADICAL-Pilot backends forward to shared sessions (rp_shared.py on local.localhost,
+# slurm_shared.py on the Slurm cluster) and carry the ``radical`` marker, so ``-m "not radical"``
+# runs the suite on the local and in-memory backends.
 # A test marked ``needs_processes`` is not generated for the in-memory backend, which runs none.
 from rp_shared import rp_backend, rp_raptor_backend  # noqa: E402,F401  (fixtures)
+from slurm_shared import local_slurm, order_slurm_cases_last, slurm_backends, slurm_cluster  # noqa: E402,F401
 
 TOOL = pathlib.Path(__file__).with_name("contract_tool.py")
 
@@ -103,7 +105,13 @@ CONTRACT_BACKENDS = (
     pytest.param("memory", id="memory"),
     pytest.param("radical", id="radical", marks=pytest.mark.radical),
     pytest.param("raptor", id="raptor", marks=pytest.mark.radical),
+    # On the Slurm cluster of tools/slurm.sh (local.slurm): the pilot is a batch job, tasks run under srun.
+    pytest.param("slurm", id="slurm", marks=[pytest.mark.radical, pytest.mark.slurm]),
 )
+
+
+def pytest_collection_modifyitems(config, items):
+    order_slurm_cases_last(items)
 
 
 def pytest_generate_tests(metafunc):
@@ -137,7 +145,10 @@ def make_workflow(backend_name, request):
     else:
         from rp_shared import Forwarding
 
-        shared = request.getfixturevalue("rp_raptor_backend" if backend_name == "raptor" else "rp_backend")
+        if backend_name.startswith("slurm"):
+            shared = request.getfixturevalue("slurm_backends").get(backend_name)
+        else:
+            shared = request.getfixturevalue("rp_raptor_backend" if backend_name == "raptor" else "rp_backend")
 
         def factory(directory, use_cache=True):
             return WorkflowManager(

@@ -79,17 +79,23 @@ class SharedBackend:
                 self.loop.close()
 
 
-def private_backend(base: pathlib.Path, *, enable_raptor: bool = False) -> SharedBackend:
-    """A started RADICAL backend of the test's own under *base* (the caller closes it)."""
+def private_backend(
+    base: pathlib.Path, *, enable_raptor: bool = False, resource: str = "local.localhost", **settings
+) -> SharedBackend:
+    """A started RADICAL backend of the test's own under *base* (the caller closes it).
+
+    2 cores and 60 minutes on *resource*; *settings* are further RuntimeConfiguration fields.
+    """
     pytest.importorskip("radical.pilot")
     from scalems.radical import RadicalBackend, RuntimeConfiguration
 
     before = snapshot_outside()
     configuration = RuntimeConfiguration(
-        execution_target="local.localhost",
+        execution_target=resource,
         rp_resource_params={"cores": 2, "runtime": 60, "sandbox": str(base / "sandbox")},
         session_dir=str(base / "session"),
         enable_raptor=enable_raptor,
+        **settings,
     )
     backend = SharedBackend(RadicalBackend(configuration=configuration, work_dir=base), base, before)
     try:

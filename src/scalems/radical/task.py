@@ -373,11 +373,47 @@ def _restore_stream(path: pathlib.Path, text: str, final: FinalTaskState, note: 
     path.write_text(text)
 
 
+#: A line Slurm's launcher writes into a failed task's stderr ("srun: error: node1: task 0: Exited
+#: with exit code 3", "slurmstepd: error: *** STEP 5.2 ON node1 CANCELLED ...").
+_LAUNCHER_LINE = re.compile(rb"^(srun|slurmstepd): ")
+
+
+def _drop_launcher_report(path: pathlib.Path, label: str) -> None:
+    """Take the launcher's own trailing lines out of a failed task's stderr file.
+
+    RP runs the program under the launch method (``srun`` on Slurm) with both
+    writing to one stderr; srun appends its report of a failed step. The file is the
+    program's stderr, as with scalems.local, so those lines go to the log instead.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            start = max(0, size - 8192)
+            fh.seek(start)
+            tail = fh.read()
+    except OSError:
+        return
+    lines = tail.splitlines(keepends=True)
+    keep = len(lines)
+    while keep > (1 if start else 0) and _LAUNCHER_LINE.match(lines[keep - 1]):
+        keep -= 1
+    if keep == len(lines):
+        return
+    report = b"".join(lines[keep:])
+    try:
+        os.truncate(path, start + len(b"".join(lines[:keep])))
+    except OSError:
+        return
+    logger.info("The launcher reported on %r: %s", label, report.decode(errors="replace").strip())
+
+
 def executable_outcome(job: ExecutableJob, final: FinalTaskState, program: str) -> ExecutableOutcome:
     """Turn RP's final report into an outcome; make sure stdout/stderr exist in ``job.directory``."""
     directory = pathlib.Path(job.directory)
     _restore_stream(directory / job.stdout, final.stdout, final, note=False)
     _restore_stream(directory / job.stderr, final.stderr, final, note=True)
+    if final.exit_code != 0:
+        _drop_launcher_report(directory / job.stderr, job.label)
     if final.state == rp.CANCELED:
         return ExecutableOutcome(exitcode=None, error=f"{final.describe()} (cancelled by RADICAL-Pilot)")
     stderr = _read_tail(directory / job.stderr) or final.stderr
