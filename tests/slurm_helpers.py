@@ -15,6 +15,7 @@ import time
 import typing
 
 from cli import REPO
+from scalems.execution.processes import processes_marked
 
 SLURM_SH = REPO / "tools" / "slurm.sh"
 #: squeue states of a job that has not ended.
@@ -71,30 +72,9 @@ class SlurmCluster:
 
 
 def processes_with(marker: str) -> typing.List[int]:
-    """PIDs (not zombies, not this process) whose command line, working directory or environment has *marker*."""
-    needle = marker.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        base = f"/proc/{entry}"
-        try:
-            with open(f"{base}/stat", "rb") as fh:
-                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue
-            with open(f"{base}/cmdline", "rb") as fh:
-                text = fh.read()
-            try:
-                text += b"\0" + os.fsencode(os.readlink(f"{base}/cwd"))
-                with open(f"{base}/environ", "rb") as fh:
-                    text += b"\0" + fh.read()
-            except OSError:
-                pass
-        except (OSError, IndexError):
-            continue
-        if needle in text:
-            found.append(int(entry))
-    return found
+    """PIDs (any user's, not zombies, not this process) whose command line, working directory or
+    environment has *marker*."""
+    return processes_marked([marker], any_user=True)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5):

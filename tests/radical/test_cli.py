@@ -83,7 +83,7 @@ def test_interrupted_run_leaves_no_rp_processes(tmp_path):
     import time
 
     from cli import write_script
-    from scalems.radical.session import _own_processes_matching
+    from scalems.execution.processes import processes_marked
 
     marker = tmp_path / "started"
     script = write_script(
@@ -118,4 +118,4 @@ def test_interrupted_run_leaves_no_rp_processes(tmp_path):
     # One session; two if RP hung while setting up the first and scalems replaced it.
     sessions = [path.name for path in (tmp_path / "scalems_radical").glob("rp.session.*")]
     assert 1 <= len(sessions) <= 2, sessions
-    assert not _own_processes_matching([sid.encode() for sid in sessions]), "RP processes were left behind"
+    assert not processes_marked([sid.encode() for sid in sessions]), "RP processes were left behind"

@@ -24,6 +24,7 @@ import time
 import typing
 
 from scalems.exceptions import DispatchError, MissingDependencyError
+from scalems.execution.processes import processes_marked
 
 try:
     import radical.pilot as rp
@@ -114,44 +115,6 @@ def _tail(path: pathlib.Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _own_processes_matching(markers: typing.Sequence[bytes]) -> typing.List[int]:
-    """PIDs of this user's processes whose command line, environment or working directory has a marker."""
-    me = os.getpid()
-    uid = os.getuid()
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:  # pragma: no cover - not Linux
-        return found
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        base = f"/proc/{entry}"
-        try:
-            if os.stat(base).st_uid != uid:
-                continue
-            with open(f"{base}/stat", "rb") as fh:
-                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue
-            with open(f"{base}/cmdline", "rb") as fh:
-                text = fh.read()
-            # RP renames its processes (setproctitle), but they run in session/pilot/task folders.
-            try:
-                text += b"\0" + os.fsencode(os.readlink(f"{base}/cwd"))
-            except OSError:
-                pass
-            try:
-                with open(f"{base}/environ", "rb") as fh:
-                    text += b"\0" + fh.read()
-            except OSError:
-                pass
-        except (OSError, IndexError):
-            continue
-        if any(marker in text for marker in markers):
-            found.append(int(entry))
-    return found
 
 
 class RuntimeSession:
@@ -350,10 +313,10 @@ class RuntimeSession:
         """End what is left of session *sid* on this machine: agent processes detach and linger."""
         markers = [sid.encode()]
         deadline = time.monotonic() + timeout
-        left = _own_processes_matching(markers)
+        left = processes_marked(markers)
         while left and time.monotonic() < deadline:
             time.sleep(0.25)
-            left = _own_processes_matching(markers)
+            left = processes_marked(markers)
         if not left:
             return
         logger.warning(
@@ -368,7 +331,7 @@ class RuntimeSession:
             end = time.monotonic() + grace
             while left and time.monotonic() < end:
                 time.sleep(0.1)
-                left = _own_processes_matching(markers)
+                left = processes_marked(markers)
             if not left:
                 return
         logger.error("RADICAL-Pilot processes of session %s are still running: %s", sid, left)
