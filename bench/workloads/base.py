@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import typing
 
-from harness.common import SIZES
+from harness.common import SIZES, measure
 from harness.sampling import Impl, alternate
 from harness.scripts import Scratch
 
@@ -37,6 +37,15 @@ class Workload:
 
     def impl(self, key: str) -> Impl:
         return next(i for i in self.impls if i.key == key)
+
+    def rate(self, kind: str, n: int, fresh: typing.Optional[str] = None):
+        """A sampler: tasks/s of ``measure(kind, n)`` in a fresh process (in a fresh work dir *fresh*)."""
+
+        def sample(rep):
+            r = measure(kind, n, self.scratch.fresh(fresh)) if fresh else measure(kind, n)
+            return per_s(n, r["seconds"]), r
+
+        return sample
 
     # Row helpers
     def row(

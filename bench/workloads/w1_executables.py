@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 
-from harness.common import have, measure
+from harness.common import have
 from harness.sampling import Impl
 from harness.scripts import scalems_command
 from workloads.base import Workload, per_s
@@ -26,17 +26,6 @@ class W1(Workload):
             marks = scalems_command(self.scratch, "scalems.local", "executables", n, ["--cores", "2"])
             return per_s(n, marks["run"]), {**marks, "wall_rate": per_s(n, marks["wall"])}
 
-        def inproc(rep):
-            r = measure("scalems-exe", n, self.scratch.fresh("w1-inproc"))
-            return per_s(n, r["seconds"]), r
-
-        def simple(kind):
-            def sample(rep):
-                r = measure(kind, n)
-                return per_s(n, r["seconds"]), r
-
-            return sample
-
         self.impls = [
             Impl(
                 "scalems",
@@ -45,26 +34,26 @@ class W1(Workload):
                 cmd,
             ),
             Impl(
-                "scalems_inprocess", "scalems: in-process scalems.local.workflow(cores=2)", "tasks/s", inproc
+                "scalems_inprocess", "scalems: in-process scalems.local.workflow(cores=2)", "tasks/s", self.rate("scalems-exe", n, "w1-inproc")
             ),
             Impl(
                 "asyncio",
                 "raw asyncio.create_subprocess_exec, semaphore(2)",
                 "tasks/s",
-                simple("asyncio-exe"),
+                self.rate("asyncio-exe", n),
             ),
             Impl(
                 "asyncio_pidfd",
                 "raw asyncio + PidfdChildWatcher (for information)",
                 "tasks/s",
-                simple("asyncio-pidfd-exe"),
+                self.rate("asyncio-pidfd-exe", n),
             ),
-            Impl("parsl", "Parsl HTEX bash_app (warm)", "tasks/s", simple("parsl-exe"), have("parsl")),
+            Impl("parsl", "Parsl HTEX bash_app (warm)", "tasks/s", self.rate("parsl-exe", n), have("parsl")),
             Impl(
                 "dask",
                 "Dask LocalCluster client.submit(subprocess.run) (warm)",
                 "tasks/s",
-                simple("dask-exe"),
+                self.rate("dask-exe", n),
                 have("distributed"),
             ),
         ]

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from harness.common import have, measure
+from harness.common import have
 from harness.sampling import Impl
 from harness.scripts import scalems_command
 from workloads.base import Workload, per_s
@@ -20,17 +20,6 @@ class W2(Workload):
         n = self.n = self.sizes["W2"]
         self.title = f"function calls: {n} × noop(i), 2 workers"
 
-        def scalems_fn(rep):
-            r = measure("scalems-fn", n, self.scratch.fresh("w2-scalems"))
-            return per_s(n, r["seconds"]), r
-
-        def simple(kind):
-            def sample(rep):
-                r = measure(kind, n)
-                return per_s(n, r["seconds"]), r
-
-            return sample
-
         def scalems_main(rep):
             marks = scalems_command(self.scratch, "scalems.local", "main_functions", n, ["--cores", "2"])
             return per_s(n, marks["run"]), marks
@@ -40,7 +29,7 @@ class W2(Workload):
                 "scalems",
                 "scalems: scalems.submit in scalems.local.workflow(cores=2) (manager start → all done)",
                 "tasks/s",
-                scalems_fn,
+                self.rate("scalems-fn", n, "w2-scalems"),
             ),
             Impl(
                 "scalems_main",
@@ -48,13 +37,13 @@ class W2(Workload):
                 "tasks/s",
                 scalems_main,
             ),
-            Impl("ppe", "ProcessPoolExecutor(2).submit (warm pool)", "tasks/s", simple("ppe-fn")),
-            Impl("parsl", "Parsl HTEX python_app (warm)", "tasks/s", simple("parsl-fn"), have("parsl")),
+            Impl("ppe", "ProcessPoolExecutor(2).submit (warm pool)", "tasks/s", self.rate("ppe-fn", n)),
+            Impl("parsl", "Parsl HTEX python_app (warm)", "tasks/s", self.rate("parsl-fn", n), have("parsl")),
             Impl(
                 "dask",
                 "Dask LocalCluster client.map (warm)",
                 "tasks/s",
-                simple("dask-fn"),
+                self.rate("dask-fn", n),
                 have("distributed"),
             ),
         ]
