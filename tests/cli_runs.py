@@ -13,10 +13,8 @@ import time
 
 from cli import run_module, write_script
 
-# A run with every kind of ending: a chain prep -> summary -> final, a task that fails in both
-# of its attempts after writing 30 lines to stderr, a task not run because of it, a function
-# that raises, and a two-member ensemble.
-MIXED = """
+# What the runs below share: a task counts each run of itself in a file named after it, in COUNTS.
+COUNTING = """
 import os, sys, scalems
 
 COUNTS = sys.argv[1]
@@ -33,12 +31,17 @@ def final(total, counts):
     count(counts, "final")
     return total * 2
 
+def counted(name, command, *more):
+    return ["sh", "-c", f'echo ran >> "$1"/{name}; ' + command, "sh", COUNTS, *more]
+"""
+
+# A run with every kind of ending: a chain prep -> summary -> final, a task that fails in both
+# of its attempts after writing 30 lines to stderr, a task not run because of it, a function
+# that raises, and a two-member ensemble.
+MIXED = COUNTING + """
 def boom(counts):
     count(counts, "boom")
     raise ValueError("bad value in boom")
-
-def counted(name, command, *more):
-    return ["sh", "-c", f'echo ran >> "$1"/{name}; ' + command, "sh", COUNTS, *more]
 
 @scalems.app
 def main():
@@ -55,29 +58,10 @@ def main():
 """
 
 # Every task succeeds: prep -> summary -> final, an independent executable and function, an ensemble.
-CHAIN = """
-import os, sys, scalems
-
-COUNTS = sys.argv[1]
-
-def count(counts, name):
-    with open(os.path.join(counts, name), "a") as fh:
-        fh.write("ran\\n")
-
-def summarize(path, counts):
-    count(counts, "summary")
-    return sum(int(x) for x in open(path))
-
-def final(total, counts):
-    count(counts, "final")
-    return total * 2
-
+CHAIN = COUNTING + """
 def lonely(counts):
     count(counts, "lonely")
     return 1
-
-def counted(name, command, *more):
-    return ["sh", "-c", f'echo ran >> "$1"/{name}; ' + command, "sh", COUNTS, *more]
 
 @scalems.app
 def main():
