@@ -11,12 +11,17 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import time
 import typing
 
 from cli import REPO
 
 SLURM_SH = REPO / "tools" / "slurm.sh"
+#: The test run's own environment serves as the task environment (the pilot agent uses it too:
+#: the resource config says virtenv_mode=local).
+VENV = sys.prefix
+RP_OPTIONS = ["--resource", "local.slurm", "--venv", VENV, "--pilot-option", "runtime=10"]
 #: squeue states of a job that has not ended.
 ACTIVE_STATES = {
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "REQUEUED",
@@ -68,6 +73,11 @@ class SlurmCluster:
 
     def scancel(self, job_id: str) -> None:
         self._run("scancel", job_id)
+
+
+def pilot_sandboxes(work: pathlib.Path) -> list:
+    """The pilot sandboxes of the runs in *work* (a local.* pilot's sandbox is under the work directory)."""
+    return sorted((work / "scalems_radical" / "radical.pilot.sandbox").glob("rp.session.*/pilot.*"))
 
 
 def processes_with(marker: str) -> typing.List[int]:
