@@ -17,6 +17,16 @@ def test_progress_text_counts_tasks():
     assert text == "[scalems] 5/10 finished, 2 running, 3 cached, 1 failed"
 
 
+def test_progress_text_shows_the_status_note_after_the_counts():
+    manager = FakeManager()
+    manager.counts = collections.Counter(added=3)
+    manager.status_note = "pilot queued: Slurm job 12 (Resources), 1 min"
+    text = ProgressLine(manager).text()
+    assert text == "[scalems] 0/3 finished, 0 running \u2014 pilot queued: Slurm job 12 (Resources), 1 min"
+    manager.status_note = None
+    assert ProgressLine(manager).text() == "[scalems] 0/3 finished, 0 running"
+
+
 def test_progress_draws_and_clears_on_a_terminal(monkeypatch):
     stream = io.StringIO()
     monkeypatch.setattr(ProgressLine, "DELAY", 0.0)

@@ -74,6 +74,10 @@ class SlurmCluster:
     def scancel(self, job_id: str) -> None:
         self._run("scancel", job_id)
 
+    def sbatch(self, *args: str) -> str:
+        """Submit a job with ``sbatch --parsable ARGS``; its id."""
+        return self._run("sbatch", "--parsable", *args).stdout.strip().split(";")[0]
+
 
 def pilot_sandboxes(work: pathlib.Path) -> list:
     """The pilot sandboxes of the runs in *work* (a local.* pilot's sandbox is under the work directory)."""

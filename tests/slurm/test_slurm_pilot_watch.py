@@ -113,3 +113,75 @@ def test_killed_client_ends_its_pilot_job_and_the_next_run_resumes(slurm_run, tm
     assert count.read_text() == "ran\n", "the finished task ran again"
     assert (work / "scalems_tasks" / "second" / "stdout").read_text() == "one\n"
     assert len(pilot_sandboxes(work)) == 2
+
+
+@pytest.mark.timeout(600)
+def test_a_pilot_waiting_in_the_queue_says_so_and_runs_when_the_node_is_free(slurm_run, tmp_path):
+    slurm = slurm_run
+    work = tmp_path / "work"
+    work.mkdir()
+    script = write_script(
+        work,
+        "echo.py",
+        """
+        import scalems
+        @scalems.app
+        def main():
+            print(open(scalems.executable(["echo", "hello"], label="hello").result().stdout).read(), end="")
+        """,
+    )
+    # A job of the test's own holds both cores of the node, so the pilot job has to wait.
+    blocker = slurm.sbatch("--wrap", "sleep 600", "-n", "2", "-D", str(tmp_path), "-o", "/dev/null")
+    client = None
+    try:
+        assert wait_for(lambda: [j for j in slurm.jobs() if j["JobId"] == blocker and j["JobState"] == "RUNNING"], 60)
+        client = subprocess.Popen(
+            [sys.executable, "-m", "scalems.radical", *RP_OPTIONS, "--log-level", "INFO", str(script)],
+            cwd=work,
+            env={**os.environ, **slurm.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        err = StreamLines(client.stderr)
+        out = StreamLines(client.stdout)
+        said = wait_for(lambda: err.find("waiting in the queue") or client.poll() is not None, 240)
+        assert said and client.poll() is None, f"the run did not say that its pilot waits:\n{err.text()}"
+        (pilot_job,) = slurm.active_jobs_under(work)
+        assert pilot_job["JobState"] == "PENDING", pilot_job
+        assert f"is Slurm job {pilot_job['JobId']}, waiting in the queue (reason: Resources)" in err.text(), err.text()
+        # ... and says it again while it waits (every minute).
+        again = wait_for(lambda: err.find("still waiting in the queue after 1 min") or client.poll() is not None, 150)
+        assert again and client.poll() is None, err.text()
+        assert pilot_job in slurm.active_jobs_under(work)
+        slurm.scancel(blocker)
+        client.wait(timeout=300)
+    finally:
+        slurm.scancel(blocker)
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0, err.text()
+    assert out.text() == "hello\n"
+    assert f"(Slurm job {pilot_job['JobId']}) is active after waiting" in err.text(), err.text()
+
+
+class StreamLines:
+    """Collects the lines of a text stream in a thread (so that the writer never blocks on a full pipe)."""
+
+    def __init__(self, stream):
+        import threading
+
+        self._lines = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self._lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self._lines)
+
+    def find(self, needle: str):
+        return next((line for line in list(self._lines) if needle in line), None)

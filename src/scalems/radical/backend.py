@@ -45,7 +45,8 @@ from scalems.execution import (
 )
 from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
-from .batch_job import pilot_job_note
+from .batch_job import batch_system, pilot_job_note
+from .queue_watch import QueueWatch
 from .runtime_configuration import RuntimeConfiguration
 from .session import RuntimeSession
 from .task import (
@@ -189,9 +190,17 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             )
             self._submitter = Submitter(tmgr, self._watcher)
             timeout = config.pilot_startup_timeout
-            if timeout is None and config.is_local:
+            watch = None
+            if batch_system(runtime.pilot()) is not None:
+                # A batch job may wait in the queue for as long as the site likes: no time limit
+                # unless the user set one, but the log and the progress line say that it waits.
+                watch = QueueWatch(runtime.pilot(), self._set_status_note)
+            elif timeout is None and config.is_local:
                 timeout = LOCAL_PILOT_STARTUP_TIMEOUT
-            await self._step(runtime, runtime.wait_for_pilot, timeout, what="pilot start-up")
+            try:
+                await self._step(runtime, runtime.wait_for_pilot, timeout, watch, what="pilot start-up")
+            finally:
+                self.status_note = None
             if config.enable_raptor:
                 self._raptor = await self._start_raptor(runtime)
         except BaseException as error:
@@ -205,6 +214,9 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
                 raise DispatchError(f"RADICAL-Pilot could not be started: {error}") from error
             raise
         return runtime
+
+    def _set_status_note(self, note: typing.Optional[str]) -> None:
+        self.status_note = note
 
     async def _open_session(self, config: RuntimeConfiguration) -> RuntimeSession:
         """Create the RP session, its managers and the pilot; start over once if RP hangs.

@@ -266,8 +266,12 @@ class RuntimeSession:
             self.sandbox,
         )
 
-    def wait_for_pilot(self, timeout: typing.Optional[float]) -> str:
-        """Wait until the pilot is active (or, with *timeout* None, at least submitted).
+    def wait_for_pilot(self, timeout: typing.Optional[float], watch=None) -> str:
+        """Wait until the pilot is active (or, with *timeout* None and no *watch*, at least submitted).
+
+        With a *watch* (a :class:`~.queue_watch.QueueWatch`), wait until the pilot is active,
+        however long it waits in a batch queue (unless *timeout* is given), and tell *watch*
+        the pilot's state every half second until then.
 
         Raises:
             DispatchError: the pilot ended (FAILED, CANCELED, DONE) or did not become
@@ -276,7 +280,8 @@ class RuntimeSession:
         pilot = self._pilot
         if pilot is None:
             raise DispatchError("No pilot was submitted.")
-        wanted = [rp.PMGR_ACTIVE] if timeout is not None else [rp.PMGR_ACTIVE_PENDING, rp.PMGR_ACTIVE]
+        until_active = timeout is not None or watch is not None
+        wanted = [rp.PMGR_ACTIVE] if until_active else [rp.PMGR_ACTIVE_PENDING, rp.PMGR_ACTIVE]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_abort()
@@ -289,7 +294,11 @@ class RuntimeSession:
             if state in wanted:
                 if state == rp.PMGR_ACTIVE:
                     logger.info("Pilot %s is active.", pilot.uid)
+                    if watch is not None:
+                        watch.active()
                 return state
+            if watch is not None:
+                watch.update(state)
             if deadline is not None and time.monotonic() > deadline:
                 raise DispatchError(
                     self._pilot_failure(f"did not become active within {timeout:g} s (state {pilot.state})")
