@@ -65,7 +65,8 @@ logger = logging.getLogger(__name__)
 #: Name of the folder (in the work directory) holding RP's client-side session folders.
 SESSION_DIRNAME = "scalems_radical"
 
-#: Local pilots normally start in ~20 s; a pilot that takes this long has a problem.
+#: Local pilots that are no batch job (local.localhost) start in ~20 s; one that takes this
+#: long has a problem. A batch job may wait in the queue: it gets no default limit.
 LOCAL_PILOT_STARTUP_TIMEOUT = 300.0
 
 #: Sessions tried when RP hangs while creating one (see ``session_startup_timeout``).
