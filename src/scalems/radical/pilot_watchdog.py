@@ -29,8 +29,8 @@ client's process group and environment, and its session close already reaps it.
 
 On the client's side, RP's session forks a ZMQ proxy worker that waits for a
 "terminate" that a killed client never sends (RP's own time-out is a day).
-:func:`forked_helpers_die_with_client` makes every process the client forks (not
-execs) while a session is open receive SIGKILL when its parent dies.
+:func:`forked_helpers_die_with_client` makes every process the client starts with
+:mod:`multiprocessing` while a session is open receive SIGKILL when its parent dies.
 """
 
 from __future__ import annotations
@@ -49,9 +49,12 @@ __all__ = (
 
 import ctypes
 import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 import typing
@@ -199,38 +202,43 @@ class Heartbeat:
 _PR_SET_PDEATHSIG = 1
 _open_sessions = 0
 _hook_lock = threading.Lock()
-_hook_installed = False
 
 
-def _die_with_parent(parent: int) -> None:
-    """In a freshly forked child: SIGKILL when the forking thread's process dies."""
+class _AfterFork:
+    """The object multiprocessing keeps our after-fork hook under (a weak registry: keep it alive)."""
+
+
+_HOOK: typing.Optional[_AfterFork] = None
+
+
+def _die_with_parent(_hook) -> None:
+    """In a new multiprocessing child of the client: SIGKILL when the parent dies."""
     if not _open_sessions:
+        return
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         return
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if os.getppid() != parent.pid:  # the parent died before prctl took effect
         os._exit(1)
 
 
 def forked_helpers_die_with_client(session_open: bool) -> None:
     """Call with True when a session opens, False when it closes.
 
-    While a session is open, children the client forks get SIGKILL when the client dies
-    (Linux). The fork hook applies to ``os.fork`` and multiprocessing's fork, not to
-    ``subprocess`` (fork+exec): RP's helper programs watch their parent themselves.
-    Linux ties the signal to the forking *thread*; RP forks its proxy worker from the
-    proxy server's thread, which lives as long as the session.
+    While a session is open, processes the client starts with :mod:`multiprocessing`
+    get SIGKILL when their parent dies (Linux's ``PR_SET_PDEATHSIG``). Programs RP starts
+    with ``subprocess`` are not touched: they watch their parent themselves. Linux ties
+    the signal to the forking *thread*; RP forks its proxy worker from the proxy server's
+    thread, which lives as long as the session.
     """
-    global _open_sessions, _hook_installed
+    global _open_sessions, _HOOK
     with _hook_lock:
-        if session_open and not _hook_installed and hasattr(os, "register_at_fork"):
-            parent = {"pid": os.getpid()}
-            os.register_at_fork(
-                before=lambda: parent.update(pid=os.getpid()),
-                after_in_child=lambda: _die_with_parent(parent["pid"]),
-            )
-            _hook_installed = True
+        if session_open and _HOOK is None and sys.platform.startswith("linux"):
+            _HOOK = _AfterFork()
+            multiprocessing.util.register_after_fork(_HOOK, _die_with_parent)
         _open_sessions = max(0, _open_sessions + (1 if session_open else -1))
