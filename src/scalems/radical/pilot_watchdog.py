@@ -77,7 +77,7 @@ WATCHDOG_LOG = "scalems-watchdog.log"
 _BATCH_SCHEMES = {"slurm", "pbs", "pbspro", "lsf", "cobalt"}
 
 
-def watchdog_command(slurm: bool) -> str:
+def watchdog_command(slurm: bool, limit: int = HEARTBEAT_LIMIT, interval: int = CHECK_INTERVAL) -> str:
     """The ``pre_bootstrap_0`` line that starts the watchdog in the pilot job's script.
 
     RP's ``bootstrap_0.sh`` runs each such line as ``eval "$(eval echo LINE)"`` in the
@@ -93,14 +93,14 @@ def watchdog_command(slurm: bool) -> str:
         )
     loop = (
         f'bs=$$; hb="$PWD/{HEARTBEAT_FILE}"; last=""; seen=0; '
-        f'echo "$(date -u +%FT%TZ) watching $hb (limit {HEARTBEAT_LIMIT} s) for job script $bs"; '
+        f'echo "$(date -u +%FT%TZ) watching $hb (limit {limit} s) for job script $bs"; '
         'while kill -0 "$bs" 2>/dev/null; do '
         'now=$(date +%s); cur=$(cat "$hb" 2>/dev/null); '
         'if test -n "$cur" && test "$cur" != "$last"; then last=$cur; seen=$now; '
-        f'elif test "$seen" -gt 0 && test $((now - seen)) -ge {HEARTBEAT_LIMIT}; then '
+        f'elif test "$seen" -gt 0 && test $((now - seen)) -ge {limit}; then '
         'echo "$(date -u +%FT%TZ) no heartbeat for $((now - seen)) s: the client is gone"; '
         f"{end}; fi; "
-        f"sleep {CHECK_INTERVAL}; done; "
+        f"sleep {interval}; done; "
         'echo "$(date -u +%FT%TZ) job script ended"'
     )
     command = f'(trap "" TERM HUP INT; {loop}) </dev/null >>"$PWD/{WATCHDOG_LOG}" 2>&1 &'
