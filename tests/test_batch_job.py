@@ -99,3 +99,24 @@ def test_a_pilot_job_waiting_in_the_queue_is_logged_and_shown(folders, caplog):
     watch.active()
     assert notes[-1] is None
     assert caplog.records[-1].getMessage() == "Pilot pilot.0000 (Slurm job 12) is active after waiting 3 min in the queue."
+
+
+def test_without_an_answer_from_the_batch_system_rps_state_is_the_reason(folders, caplog):
+    from scalems.radical.queue_watch import QueueWatch
+
+    sandbox, session = folders
+    (session / "pmgr_launching.0000.err").write_text("INFO:psij:Job 0a-1b: native id: 3.pbs01\n")
+    pilot = FakePilot(sandbox, session, js_url="pbspro://login/")
+    pilot.uid = "pilot.0001"
+    now = [0.0]
+    notes = []
+    watch = QueueWatch(pilot, notes.append, clock=lambda: now[0], query=lambda job: None)
+    caplog.set_level("INFO", logger="scalems.radical.queue_watch")
+    watch.update("PMGR_ACTIVE_PENDING")
+    assert notes[-1] == "pilot submitted: PBS job 3.pbs01"
+    now[0] = 30.0
+    watch.update("PMGR_ACTIVE_PENDING")
+    assert notes[-1] == "pilot queued: PBS job 3.pbs01 (RP state PMGR_ACTIVE_PENDING), 30 s"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Pilot pilot.0001 is PBS job 3.pbs01, waiting in the queue (reason: RP state PMGR_ACTIVE_PENDING)"
+    ]

@@ -153,8 +153,9 @@ class QueueWatch:
             if reason in ("", "None") and now - self._pending_since < SCHEDULING_GRACE:
                 return False, ""
             return True, reason or "None"
-        if self._job is not None and self._job[0] != "Slurm" and now - self._submitted >= SCHEDULING_GRACE * 2:
-            # Without a queue query, RP's state is all there is: PMGR_ACTIVE_PENDING covers queue and start-up.
+        if self._job is not None and now - self._submitted >= SCHEDULING_GRACE * 2:
+            # Without an answer from the batch system, RP's state is all there is (PMGR_ACTIVE_PENDING
+            # covers the queue and the agent's start-up).
             return True, f"RP state {rp_state}"
         return False, ""
 
