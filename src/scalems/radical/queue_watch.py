@@ -172,10 +172,3 @@ class QueueWatch:
                 )
         except Exception:  # noqa: BLE001
             logger.debug("Reporting the end of the queue wait failed", exc_info=True)
-
-    def ended(self) -> None:
-        """Waiting stopped without an active pilot (failure, cancellation): clear the note."""
-        try:
-            self._publish(None)
-        except Exception:  # noqa: BLE001
-            pass
