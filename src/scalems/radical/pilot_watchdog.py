@@ -32,7 +32,8 @@ client's process group and environment, and its session close already reaps it.
 On the client's side, RP's session forks a ZMQ proxy worker that waits for a
 "terminate" that a killed client never sends (RP's own time-out is a day).
 :func:`forked_helpers_die_with_client` makes every process the client starts with
-:mod:`multiprocessing` while a session is open receive SIGKILL when its parent dies.
+:mod:`multiprocessing` to run RP's code while a session is open receive SIGKILL when its
+parent dies.
 """
 
 from __future__ import annotations
@@ -217,9 +218,12 @@ _HOOK: typing.Optional[_AfterFork] = None
 
 
 def _die_with_parent(_hook) -> None:
-    """In a new multiprocessing child of the client: SIGKILL when the parent dies."""
+    """In a new multiprocessing child of the client that runs RP code: SIGKILL when the parent dies."""
     if not _open_sessions:
         return
+    target = getattr(multiprocessing.current_process(), "_target", None)
+    if not str(getattr(target, "__module__", "") or "").startswith("radical."):
+        return  # the application's own processes (a ProcessPoolExecutor, ...) are not ours to bind
     parent = multiprocessing.parent_process()
     if parent is None or parent.pid is None:
         return
@@ -235,8 +239,8 @@ def _die_with_parent(_hook) -> None:
 def forked_helpers_die_with_client(session_open: bool) -> None:
     """Call with True when a session opens, False when it closes.
 
-    While a session is open, processes the client starts with :mod:`multiprocessing`
-    get SIGKILL when their parent dies (Linux's ``PR_SET_PDEATHSIG``). Programs RP starts
+    While a session is open, processes the client starts with :mod:`multiprocessing` to
+    run RP's code get SIGKILL when their parent dies (Linux's ``PR_SET_PDEATHSIG``). Programs RP starts
     with ``subprocess`` are not touched: they watch their parent themselves. Linux ties
     the signal to the forking *thread*; RP forks its proxy worker from the proxy server's
     thread, which lives as long as the session.
