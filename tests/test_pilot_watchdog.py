@@ -97,3 +97,57 @@ def test_no_heartbeat_where_the_sandbox_is_not_local():
     heartbeat = Heartbeat("sftp://login.example.org/scratch/pilot.0000/").start()
     assert heartbeat.directory is None and heartbeat._thread is None
     heartbeat.stop()
+
+
+CLIENT = r"""
+import multiprocessing, time
+from scalems.radical.pilot_watchdog import forked_helpers_die_with_client
+
+def helper():
+    time.sleep(120)
+
+helper.__module__ = "radical.pilot.proxy"  # stands for RP's proxy worker
+
+
+def own():
+    time.sleep(120)
+
+
+forked_helpers_die_with_client(True)
+rp_child = multiprocessing.Process(target=helper)
+rp_child.start()
+own_child = multiprocessing.Process(target=own)
+own_child.start()
+print(rp_child.pid, own_child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_rps_forked_helpers_die_with_a_killed_client_and_the_applications_do_not():
+    import sys
+    import time
+
+    client = subprocess.Popen([sys.executable, "-c", CLIENT], stdout=subprocess.PIPE, text=True)
+    rp_child, own_child = (int(pid) for pid in client.stdout.readline().split())
+    try:
+        client.kill()
+        client.wait()
+        deadline = time.monotonic() + 10
+        while alive(rp_child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(rp_child)
+        assert alive(own_child)
+    finally:
+        for pid in (rp_child, own_child):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
