@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import time
 import typing
 
@@ -18,6 +19,10 @@ from cli import REPO
 from scalems.execution.processes import processes_marked
 
 SLURM_SH = REPO / "tools" / "slurm.sh"
+#: The test run's own environment serves as the task environment (the pilot agent uses it too:
+#: the resource config says virtenv_mode=local).
+VENV = sys.prefix
+RP_OPTIONS = ["--resource", "local.slurm", "--venv", VENV, "--pilot-option", "runtime=10"]
 #: squeue states of a job that has not ended.
 ACTIVE_STATES = {
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "REQUEUED",
@@ -69,6 +74,15 @@ class SlurmCluster:
 
     def scancel(self, job_id: str) -> None:
         self._run("scancel", job_id)
+
+    def sbatch(self, *args: str) -> str:
+        """Submit a job with ``sbatch --parsable ARGS``; its id."""
+        return self._run("sbatch", "--parsable", *args).stdout.strip().split(";")[0]
+
+
+def pilot_sandboxes(work: pathlib.Path) -> list:
+    """The pilot sandboxes of the runs in *work* (a local.* pilot's sandbox is under the work directory)."""
+    return sorted((work / "scalems_radical" / "radical.pilot.sandbox").glob("rp.session.*/pilot.*"))
 
 
 def processes_with(marker: str) -> typing.List[int]:

@@ -63,3 +63,60 @@ def test_no_batch_job_no_note(folders):
     assert pilot_job_note(FakePilot(sandbox, session, js_url="fork://localhost/")) == ""
     broken = types.SimpleNamespace(pilot_sandbox=None, session=None)
     assert pilot_job_note(broken) == ""
+
+
+def test_a_pilot_job_waiting_in_the_queue_is_logged_and_shown(folders, caplog):
+    """QueueWatch over a pilot job that waits 3 minutes: notes for the progress line, one log line a minute."""
+    from scalems.radical.queue_watch import QueueWatch
+
+    sandbox, session = folders
+    (session / "pmgr_launching.0000.err").write_text("INFO:psij:Job 0a-1b: native id: 12\n")
+    pilot = FakePilot(sandbox, session)
+    pilot.uid = "pilot.0000"
+    now = [0.0]
+    slurm = [("PENDING", "None")]
+    notes = []
+    watch = QueueWatch(pilot, notes.append, clock=lambda: now[0], query=lambda job: slurm[0])
+    caplog.set_level("INFO", logger="scalems.radical.queue_watch")
+    watch.update("PMGR_ACTIVE_PENDING")
+    assert notes[-1] == "pilot submitted: Slurm job 12"  # Slurm has not scheduled it yet
+    slurm[0] = ("PENDING", "Resources")
+    for second in range(5, 186, 5):
+        now[0] = float(second)
+        watch.update("PMGR_ACTIVE_PENDING")
+    assert notes[-1] == "pilot queued: Slurm job 12 (Resources), 3 min"
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "Pilot pilot.0000 is Slurm job 12, waiting in the queue (reason: Resources)",
+        "Pilot pilot.0000 (Slurm job 12) is still waiting in the queue after 1 min (reason: Resources)",
+        "Pilot pilot.0000 (Slurm job 12) is still waiting in the queue after 2 min (reason: Resources)",
+        "Pilot pilot.0000 (Slurm job 12) is still waiting in the queue after 3 min (reason: Resources)",
+    ]
+    slurm[0] = ("RUNNING", "None")
+    now[0] = 190.0
+    watch.update("PMGR_ACTIVE_PENDING")
+    assert notes[-1] == "pilot starting: Slurm job 12"
+    watch.active()
+    assert notes[-1] is None
+    assert caplog.records[-1].getMessage() == "Pilot pilot.0000 (Slurm job 12) is active after waiting 3 min in the queue."
+
+
+def test_without_an_answer_from_the_batch_system_rps_state_is_the_reason(folders, caplog):
+    from scalems.radical.queue_watch import QueueWatch
+
+    sandbox, session = folders
+    (session / "pmgr_launching.0000.err").write_text("INFO:psij:Job 0a-1b: native id: 3.pbs01\n")
+    pilot = FakePilot(sandbox, session, js_url="pbspro://login/")
+    pilot.uid = "pilot.0001"
+    now = [0.0]
+    notes = []
+    watch = QueueWatch(pilot, notes.append, clock=lambda: now[0], query=lambda job: None)
+    caplog.set_level("INFO", logger="scalems.radical.queue_watch")
+    watch.update("PMGR_ACTIVE_PENDING")
+    assert notes[-1] == "pilot submitted: PBS job 3.pbs01"
+    now[0] = 30.0
+    watch.update("PMGR_ACTIVE_PENDING")
+    assert notes[-1] == "pilot queued: PBS job 3.pbs01 (RP state PMGR_ACTIVE_PENDING), 30 s"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Pilot pilot.0001 is PBS job 3.pbs01, waiting in the queue (reason: RP state PMGR_ACTIVE_PENDING)"
+    ]

@@ -1,7 +1,10 @@
 """A live one-line progress display for long runs on a terminal.
 
 It appears only when standard error is a terminal and the run lasts more
-than a moment; otherwise it stays silent so logs and pipes stay clean.
+than a moment; otherwise it stays silent so logs and pipes stay clean. It runs
+from the start of the workflow, so it also shows what the backend says it is
+waiting for while it starts (the manager's ``status_note``, e.g. a pilot job in
+a batch queue).
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import threading
 
 
 class ProgressLine:
-    """Redraws ``[scalems] 12/20 done, 2 running, 1 failed`` on stderr until stopped."""
+    """Redraws ``[scalems] 12/20 finished, 2 running, 1 failed`` on stderr until stopped.
+
+    A status note of the manager follows the counts after a dash:
+    ``[scalems] 0/3 finished, 0 running — pilot queued: Slurm job 12 (Resources), 1 min``.
+    """
 
     DELAY = 2.0  # seconds before the first draw: short runs print nothing.
     INTERVAL = 0.5
@@ -43,7 +50,9 @@ class ProgressLine:
             parts.append(f"{c['cached']} cached")
         if c["failed"]:
             parts.append(f"{c['failed']} failed")
-        return "[scalems] " + ", ".join(parts)
+        text = "[scalems] " + ", ".join(parts)
+        note = getattr(self._manager, "status_note", None)
+        return f"{text} \u2014 {note}" if note else text
 
     def _run(self):
         if self._stop.wait(self.DELAY):

@@ -21,19 +21,9 @@ import pytest
 pytest.importorskip("radical.pilot")
 
 from cli import EXAMPLES, run_module, write_script  # noqa: E402
-from slurm_helpers import processes_with, wait_for  # noqa: E402
+from slurm_helpers import RP_OPTIONS, pilot_sandboxes, processes_with, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.radical, pytest.mark.slow]
-
-#: The test run's own environment serves as the task environment (the pilot agent uses it too:
-#: the resource config says virtenv_mode=local).
-VENV = sys.prefix
-RP_OPTIONS = ["--resource", "local.slurm", "--venv", VENV, "--pilot-option", "runtime=10"]
-
-
-def pilot_sandboxes(work: pathlib.Path) -> list:
-    """The pilot sandboxes of the runs in *work* (a local.* pilot's sandbox is under the work directory)."""
-    return sorted((work / "scalems_radical" / "radical.pilot.sandbox").glob("rp.session.*/pilot.*"))
 
 
 def start_long_run(work: pathlib.Path, slurm, marker: pathlib.Path) -> subprocess.Popen:

@@ -48,6 +48,11 @@ class Backend(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
 
     runtime: typing.Optional[RuntimeT] = None
 
+    #: A short phrase about what the backend is waiting for that the user should see now,
+    #: e.g. ``"pilot queued: Slurm job 12 (Resources), 2 min"``, or None. A backend sets it
+    #: from any thread; the live progress line shows it after the task counts.
+    status_note: typing.Optional[str] = None
+
     def __init__(self, *, configuration: ConfigT):
         self._configuration = configuration
         self._exit_stack: typing.Optional[contextlib.AsyncExitStack] = None

@@ -45,7 +45,8 @@ from scalems.execution import (
 )
 from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
-from .batch_job import pilot_job_note
+from .batch_job import batch_system, pilot_job_note
+from .queue_watch import QueueWatch
 from .runtime_configuration import RuntimeConfiguration
 from .session import RuntimeSession
 from .task import (
@@ -64,7 +65,8 @@ logger = logging.getLogger(__name__)
 #: Name of the folder (in the work directory) holding RP's client-side session folders.
 SESSION_DIRNAME = "scalems_radical"
 
-#: Local pilots normally start in ~20 s; a pilot that takes this long has a problem.
+#: Local pilots that are no batch job (local.localhost) start in ~20 s; one that takes this
+#: long has a problem. A batch job may wait in the queue: it gets no default limit.
 LOCAL_PILOT_STARTUP_TIMEOUT = 300.0
 
 #: Sessions tried when RP hangs while creating one (see ``session_startup_timeout``).
@@ -189,9 +191,17 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             )
             self._submitter = Submitter(tmgr, self._watcher)
             timeout = config.pilot_startup_timeout
-            if timeout is None and config.is_local:
+            watch = None
+            if batch_system(runtime.pilot()) is not None:
+                # A batch job may wait in the queue for as long as the site likes: no time limit
+                # unless the user set one, but the log and the progress line say that it waits.
+                watch = QueueWatch(runtime.pilot(), self._set_status_note)
+            elif timeout is None and config.is_local:
                 timeout = LOCAL_PILOT_STARTUP_TIMEOUT
-            await self._step(runtime, runtime.wait_for_pilot, timeout, what="pilot start-up")
+            try:
+                await self._step(runtime, runtime.wait_for_pilot, timeout, watch, what="pilot start-up")
+            finally:
+                self.status_note = None
             if config.enable_raptor:
                 self._raptor = await self._start_raptor(runtime)
         except BaseException as error:
@@ -205,6 +215,9 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
                 raise DispatchError(f"RADICAL-Pilot could not be started: {error}") from error
             raise
         return runtime
+
+    def _set_status_note(self, note: typing.Optional[str]) -> None:
+        self.status_note = note
 
     async def _open_session(self, config: RuntimeConfiguration) -> RuntimeSession:
         """Create the RP session, its managers and the pilot; start over once if RP hangs.

@@ -18,7 +18,7 @@ pilot must not fail in turn.
 
 from __future__ import annotations
 
-__all__ = ("batch_job_id", "pilot_job_note")
+__all__ = ("batch_job_id", "batch_system", "pilot_job_note")
 
 import pathlib
 import re
@@ -56,13 +56,18 @@ def _scheme(pilot) -> str:
     return urllib.parse.urlparse(url).scheme.split("+")[-1]
 
 
+def batch_system(pilot) -> typing.Optional[str]:
+    """``"Slurm"``, ``"PBS"``, ... if *pilot* was submitted to a batch system, else None (``fork://``)."""
+    return _SCHEMES.get(_scheme(pilot))
+
+
 def batch_job_id(pilot) -> typing.Optional[typing.Tuple[str, str]]:
     """``(batch system, job id)`` of *pilot*'s batch job, e.g. ``("Slurm", "5")``, or None.
 
     None for a pilot that is no batch job (``fork://``), even if it ran inside one.
     """
     try:
-        system = _SCHEMES.get(_scheme(pilot))
+        system = batch_system(pilot)
         if system is None:
             return None
         sandbox = _local_path(pilot.pilot_sandbox)

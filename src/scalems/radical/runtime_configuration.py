@@ -263,8 +263,9 @@ class RuntimeConfiguration:
         session_dir: where RP's client-side session folder goes (default: ``scalems_radical``
             in the work directory). RP would otherwise write it into the current directory.
         pilot_startup_timeout: seconds to wait for the pilot to become active before giving up.
-            None: 300 s for ``local.*`` resources; for batch systems only the submission is
-            awaited, since the queue wait is unbounded.
+            None: 300 s for ``local.*`` pilots that are no batch job; a batch job is awaited
+            however long it waits in the queue (and says so, see ``queue_watch``); other
+            pilots only until submitted.
         session_startup_timeout: seconds allowed for RP to create its session and managers
             and accept the pilot (normally 5-10 s). RP 1.103 can hang there for good (a
             registry request that is never answered); past this bound the session is closed

@@ -32,6 +32,7 @@ except ImportError as _error:  # pragma: no cover - depends on the installation
     raise MissingDependencyError("radical.pilot", "radical") from _error
 
 from .batch_job import pilot_job_note
+from .pilot_watchdog import Heartbeat, forked_helpers_die_with_client, install_watchdog
 from .runtime_configuration import RuntimeConfiguration
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,9 @@ class RuntimeSession:
         self._lock = threading.Lock()
         self._closed = False
         self.sandbox: typing.Optional[str] = None
+        self._watched = False
+        self._helpers_held = False
+        self._heartbeat: typing.Optional[Heartbeat] = None
         #: What :meth:`open` is doing (for the message when RP hangs there).
         self.stage = "not started"
 
@@ -179,6 +183,8 @@ class RuntimeSession:
             if self._closed:
                 raise _Aborted()
             self.stage = "creating the RP session"
+            forked_helpers_die_with_client(True)
+            self._helpers_held = True
             self.session = rp.Session(cfg={"base": directory, "client_sandbox": directory})
         logger.info(
             "RADICAL-Pilot session %s started; client files in %s", self.session.uid, self.session.path
@@ -186,6 +192,7 @@ class RuntimeSession:
         self._check_abort()
         self.stage = "creating the PilotManager"
         _amend_launch_methods(self.session, config)
+        self._watched = install_watchdog(self.session, config.execution_target, config.access)
         self._pmgr = rp.PilotManager(session=self.session)
         self._check_abort()
         self.stage = "creating the TaskManager"
@@ -208,6 +215,9 @@ class RuntimeSession:
             pilot.register_callback(pilot_callback)
         self._tmgr.add_pilots(pilot)
         self.sandbox = str(pilot.pilot_sandbox)
+        if self._watched:
+            # The pilot job's watchdog ends it when these beats stop (see .pilot_watchdog).
+            self._heartbeat = Heartbeat(self.sandbox).start()
         self.stage = "pilot submitted"
         logger.info(
             "Pilot %s submitted to %s (cores=%s, nodes=%s, runtime=%s min); pilot sandbox: %s",
@@ -219,8 +229,12 @@ class RuntimeSession:
             self.sandbox,
         )
 
-    def wait_for_pilot(self, timeout: typing.Optional[float]) -> str:
-        """Wait until the pilot is active (or, with *timeout* None, at least submitted).
+    def wait_for_pilot(self, timeout: typing.Optional[float], watch=None) -> str:
+        """Wait until the pilot is active (or, with *timeout* None and no *watch*, at least submitted).
+
+        With a *watch* (a :class:`~.queue_watch.QueueWatch`), wait until the pilot is active,
+        however long it waits in a batch queue (unless *timeout* is given), and tell *watch*
+        the pilot's state every half second until then.
 
         Raises:
             DispatchError: the pilot ended (FAILED, CANCELED, DONE) or did not become
@@ -229,7 +243,8 @@ class RuntimeSession:
         pilot = self._pilot
         if pilot is None:
             raise DispatchError("No pilot was submitted.")
-        wanted = [rp.PMGR_ACTIVE] if timeout is not None else [rp.PMGR_ACTIVE_PENDING, rp.PMGR_ACTIVE]
+        until_active = timeout is not None or watch is not None
+        wanted = [rp.PMGR_ACTIVE] if until_active else [rp.PMGR_ACTIVE_PENDING, rp.PMGR_ACTIVE]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_abort()
@@ -242,7 +257,11 @@ class RuntimeSession:
             if state in wanted:
                 if state == rp.PMGR_ACTIVE:
                     logger.info("Pilot %s is active.", pilot.uid)
+                    if watch is not None:
+                        watch.active()
                 return state
+            if watch is not None:
+                watch.update(state)
             if deadline is not None and time.monotonic() > deadline:
                 raise DispatchError(
                     self._pilot_failure(f"did not become active within {timeout:g} s (state {pilot.state})")
@@ -290,6 +309,7 @@ class RuntimeSession:
         self._abort.set()
         session = self.session
         if session is None:
+            self._release_helpers()
             return
         sid = session.uid
         started = time.monotonic()
@@ -305,9 +325,17 @@ class RuntimeSession:
             for handler in handlers:
                 if handler not in root.handlers:
                     root.addHandler(handler)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()  # after the close: the watchdog must not race RP's own cancel
+        self._release_helpers()
         logger.info("RADICAL-Pilot session %s closed in %.1f s.", sid, time.monotonic() - started)
         if self.configuration.is_local:
             self._reap(sid, reap_timeout)
+
+    def _release_helpers(self):
+        if self._helpers_held:
+            self._helpers_held = False
+            forked_helpers_die_with_client(False)
 
     def _reap(self, sid: str, timeout: float):
         """End what is left of session *sid* on this machine: agent processes detach and linger."""

@@ -142,6 +142,12 @@ class WorkflowManager:
         return collections.Counter({key: n for key, n in self._graph.counts.items() if n})
 
     @property
+    def status_note(self) -> typing.Optional[str]:
+        """What the backend is waiting for, as it says (:attr:`scalems.execution.Backend.status_note`)."""
+        backend = self._backend
+        return None if backend is None else backend.status_note
+
+    @property
     def closed(self) -> bool:
         return self._state == "closed"
 
