@@ -15,7 +15,7 @@ pytest.importorskip("radical.pilot")
 
 from cli import EXAMPLES, run_module  # noqa: E402
 from md_examples import LJ_SWEEP, lj_runs, summary_line  # noqa: E402
-from test_slurm_cli import RP_OPTIONS, pilot_sandboxes  # noqa: E402
+from slurm_helpers import RP_OPTIONS, pilot_sandboxes  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.radical, pytest.mark.slow]
 
