@@ -1,0 +1,231 @@
+"""The pilot's cores as the RP backend's budget, shared by executables and the Raptor pool.
+
+RP's agent scheduler queues a task until cores are free, and gives every task
+at least one core. A Raptor master and its workers hold their cores for as long
+as they run, so on a small pilot they could keep an executable waiting
+forever. :class:`PilotBudget` is the backend's limiter
+(:mod:`scalems.execution.limits`): it knows the pilot's cores and GPUs once the
+pilot is active and admits
+
+* executables and plain function tasks (``python -m scalems.call``) against the
+  cores the pool does not hold, making room by shrinking the pool (retiring
+  idle workers) or, when the job needs more than all cores but the master's,
+  stopping the pool (its unstarted calls then run as plain tasks);
+* single-rank function calls for Raptor against *worker slots*
+  (:data:`CALLS_PER_WORKER` per worker), growing the pool by one worker,
+  up to ``cores - 1``, whenever calls wait and a core is free.
+
+A job that can never fit the pilot is admitted at once and fails in the
+backend with a :class:`~scalems.exceptions.ResourceError` (:meth:`PilotBudget.misfit`).
+"""
+
+from __future__ import annotations
+
+__all__ = ("PilotBudget", "PilotShape", "pilot_shape", "CALLS_PER_WORKER")
+
+import collections
+import logging
+import typing
+
+from scalems.exceptions import ResourceError
+from scalems.execution.jobs import Resources
+
+logger = logging.getLogger(__name__)
+
+#: Raptor calls admitted per worker: one running, one queued in the master so the worker never idles.
+CALLS_PER_WORKER = 2
+
+
+class PilotShape(typing.NamedTuple):
+    """Cores and GPUs of an active pilot."""
+
+    cores: int
+    gpus: int = 0
+    cores_per_node: typing.Optional[int] = None
+
+
+def pilot_shape(pilot, description: typing.Mapping) -> typing.Optional[PilotShape]:
+    """What the agent of an active *pilot* schedules on (None if RP does not say).
+
+    From ``pilot.resource_details`` (RP's resource manager: nodes times cores per
+    node, which for ``local.slurm`` come from ``SLURM_CPUS_ON_NODE``), no more than
+    the pilot asked for (``cores`` of *description*), since RP fakes whole nodes
+    on ``local.localhost``.
+    """
+    details = getattr(pilot, "resource_details", None) or {}
+    nodes = len(details.get("node_list") or ())
+    per_node = int(details.get("cores_per_node") or 0)
+    gpus_per_node = int(details.get("gpus_per_node") or 0)
+    requested = int(description.get("cores") or 0)
+    requested_gpus = int(description.get("gpus") or 0)
+    if nodes and per_node:
+        cores = nodes * per_node
+        gpus = nodes * gpus_per_node
+        if requested:
+            cores = min(cores, requested)
+        if requested_gpus:
+            gpus = min(gpus, requested_gpus)
+        return PilotShape(cores=cores, gpus=gpus, cores_per_node=per_node)
+    if requested:
+        return PilotShape(cores=requested, gpus=requested_gpus)
+    return None
+
+
+class PilotBudget:
+    """The RP backend's limiter: cores of executables, plain tasks and the Raptor pool.
+
+    Used on the dispatcher's event loop only. Until the pilot is active
+    (:meth:`set_pilot`) it knows only the cores the user asked for, if any.
+
+    Attributes:
+        shape: the pilot's cores and GPUs, once known.
+        pool: the Raptor client whose workers this budget sizes, or None.
+    """
+
+    def __init__(self, requested: typing.Optional[PilotShape] = None):
+        self.shape: typing.Optional[PilotShape] = requested
+        self.pool = None
+        self.cores_in_use = 0
+        self.gpus_in_use = 0
+        self.raptor_calls = 0
+        # (kind, resources) -> how each admitted job of that shape was counted, oldest first
+        self._routes: typing.Dict[tuple, typing.Deque[str]] = collections.defaultdict(collections.deque)
+
+    @property
+    def total(self) -> typing.Optional[Resources]:
+        shape = self.shape
+        return None if shape is None else Resources(ranks=1, cores_per_rank=shape.cores, gpus_per_rank=shape.gpus)
+
+    def set_pilot(self, shape: PilotShape, pool=None) -> None:
+        self.shape = shape
+        self.pool = pool
+        logger.info(
+            "Pilot budget: %d core(s), %d GPU(s)%s.",
+            shape.cores,
+            shape.gpus,
+            "; the Raptor master and its workers are counted in it" if pool is not None else "",
+        )
+
+    # -- fitting -------------------------------------------------------------------------------
+    def misfit(self, label: str, resources: Resources) -> typing.Optional[ResourceError]:
+        """Why a job of *resources* could never run on this pilot, or None."""
+        shape = self.shape
+        if shape is None:
+            return None
+        hint = "Ask for a larger pilot, e.g. --pilot-option cores=N (and gpus=N), or reduce the task's resources."
+        if resources.cores > shape.cores:
+            return _misfit(label, resources.cores, shape.cores, "cores", hint)
+        if resources.gpus > shape.gpus:
+            return _misfit(label, resources.gpus, shape.gpus, "GPUs", hint)
+        per_node = shape.cores_per_node
+        if per_node and resources.cores_per_rank > per_node:
+            return _misfit(label, resources.cores_per_rank, per_node, "cores on one node (per rank)", hint)
+        return None
+
+    def check_fits(self, label: str, resources: Resources) -> None:
+        error = self.misfit(label, resources)
+        if error is not None:
+            raise error
+
+    # -- admission -----------------------------------------------------------------------------
+    def _raptor_eligible(self, kind: str, resources: Resources) -> bool:
+        pool = self.pool
+        return (
+            kind == "function"
+            and pool is not None
+            and pool.alive
+            and resources.ranks <= pool.worker_ranks
+            and resources.cores_per_rank <= 1
+            and not resources.gpus
+        )
+
+    def free_cores(self) -> int:
+        """Cores neither running jobs nor the Raptor pool hold (a stopping pool counts as gone:
+        RP starts what is admitted once it has left)."""
+        pool = self.pool
+        pool_cores = pool.cores if pool is not None and pool.alive else 0
+        return self.shape.cores - self.cores_in_use - pool_cores
+
+    def try_acquire(self, kind: str, resources: Resources) -> bool:
+        if self.shape is None:
+            return True
+        key = (kind, resources)
+        if self.misfit("", resources) is not None:
+            self._routes[key].append("none")  # admitted only to fail at once (see misfit)
+            return True
+        if self._raptor_eligible(kind, resources):
+            if self._admit_call():
+                self._routes[key].append("raptor")
+                return True
+            return False
+        if not self._make_room(resources):
+            return False
+        self.cores_in_use += resources.cores
+        self.gpus_in_use += resources.gpus
+        self._routes[key].append("cores")
+        return True
+
+    def _admit_call(self) -> bool:
+        pool = self.pool
+        if self.raptor_calls < pool.workers * CALLS_PER_WORKER:
+            self.raptor_calls += 1
+            return True
+        if pool.workers < self.shape.cores - 1 and self.free_cores() >= pool.worker_ranks:
+            pool.resize(pool.workers + 1)
+            logger.info("Raptor pool grows to %d worker(s) (calls are waiting, cores are free).", pool.workers)
+            self.raptor_calls += 1
+            return True
+        return False
+
+    def _make_room(self, resources: Resources) -> bool:
+        """Whether a job of *resources* can start now, shrinking or stopping the Raptor pool if needed."""
+        need, gpus = resources.cores, resources.gpus
+        if gpus > self.shape.gpus - self.gpus_in_use:
+            return False
+        free = self.free_cores()
+        if need <= free:
+            return True
+        pool = self.pool
+        if pool is None or not pool.alive:
+            return False
+        short = need - free
+        spare = pool.workers * pool.worker_ranks
+        if short <= spare:
+            workers = pool.workers - -(-short // pool.worker_ranks)
+            logger.info(
+                "Raptor pool shrinks to %d worker(s) to make room for a task of %d core(s).", workers, need
+            )
+            pool.resize(workers)
+            return True
+        if short <= pool.cores:
+            logger.warning(
+                "A task needs %d of the pilot's %d core(s), which leaves none for the Raptor master: stopping the "
+                "Raptor pool; function calls run as separate RP tasks from now on.",
+                need,
+                self.shape.cores,
+            )
+            pool.stop_soon()
+            return True
+        return False
+
+    def release(self, kind: str, resources: Resources) -> None:
+        if self.shape is None:
+            return
+        routes = self._routes.get((kind, resources))
+        route = routes.popleft() if routes else "cores"
+        if route == "raptor":
+            self.raptor_calls -= 1
+        elif route == "cores":
+            self.cores_in_use -= resources.cores
+            self.gpus_in_use -= resources.gpus
+        pool = self.pool
+        if pool is not None and pool.alive and pool.workers == 0 and self.raptor_calls > 0:
+            if self.free_cores() >= pool.worker_ranks:
+                logger.info("Raptor pool grows back to 1 worker for the calls it holds.")
+                pool.resize(1)
+
+
+def _misfit(label: str, requested: int, available: int, what: str, hint: str) -> ResourceError:
+    error = ResourceError(label, requested, available, what=what)
+    error.args = (f"Task {label!r} needs {requested} {what} but the pilot has only {available}; it could never run. {hint}",)
+    return error
