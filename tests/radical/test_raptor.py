@@ -277,7 +277,9 @@ async def _start_client(backend: Backend, configuration=None) -> raptor.RaptorCl
 
 @pytest.mark.radical
 def test_hello_returns_backend_version(raptor_backend, client):
-    assert raptor_backend.call(client.hello(timeout=60)) == raptor.backend_version
+    hello = raptor_backend.call(client.hello(timeout=60))
+    assert (hello.name, hello.version) == (raptor.backend_version.name, raptor.backend_version.version)
+    assert hello.workers == 1
     assert isinstance(client.worker_pid, int)
     assert client.worker_ranks == 1
 

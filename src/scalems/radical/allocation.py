@@ -9,8 +9,9 @@ pilot is active and admits
 
 * executables and plain function tasks (``python -m scalems.call``) against the
   cores the pool does not hold, making room by shrinking the pool (retiring
-  idle workers) or, when the job needs more than all cores but the master's,
-  stopping the pool (its unstarted calls then run as plain tasks);
+  idle workers) or, when the job needs more than all cores but the master's
+  (it could never run beside the master), stopping the pool: its unstarted
+  calls, and all later ones, then run as plain tasks;
 * single-rank function calls for Raptor against *worker slots*
   (:data:`CALLS_PER_WORKER` per worker), growing the pool by one worker,
   up to ``cores - 1``, whenever calls wait and a core is free.
@@ -197,9 +198,10 @@ class PilotBudget:
             )
             pool.resize(workers)
             return True
-        if short <= pool.cores:
+        if need > self.shape.cores - 1 and short <= pool.cores:
+            # It can never run beside the master; otherwise it waits for running jobs to end.
             logger.warning(
-                "A task needs %d of the pilot's %d core(s), which leaves none for the Raptor master: stopping the "
+                "A task needs %d of the pilot's %d core(s), leaving none for the Raptor master: stopping the "
                 "Raptor pool; function calls run as separate RP tasks from now on.",
                 need,
                 self.shape.cores,

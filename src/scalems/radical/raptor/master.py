@@ -282,9 +282,8 @@ class ScaleMSMaster(rp.raptor.Master):
             arg = msg.get("arg")
             for thing in arg if isinstance(arg, list) else [arg]:
                 if isinstance(thing, dict) and thing.get("uid") in self._workers:
-                    if thing.get("state") in rp.FINAL or thing.get("state") == rp.AGENT_STAGING_OUTPUT:
-                        if self.pool is not None and thing.get("exit_code") is not None:
-                            self.pool.exit_codes[thing["uid"]] = thing.get("exit_code")
+                    if self.pool is not None and thing.get("exit_code") is not None:
+                        self.pool.exit_codes[thing["uid"]] = thing.get("exit_code")
                     if thing.get("state") in rp.FINAL:
                         self._workers[thing["uid"]]["status"] = self.DONE
         return result
@@ -394,9 +393,9 @@ class ScaleMSMaster(rp.raptor.Master):
             task["exception_detail"] = None
         else:
             task["exit_code"] = 1
-            task["exception"] = repr(error)
+            # Plain text (not a repr): the client shows it as the reason the task failed.
+            task["exception"] = f"{type(error).__name__}: {error}"
             task["exception_detail"] = "".join(traceback.format_exception(error))
-            task["stderr"] = f"{type(error).__name__}: {error}"
         self._result_cb(task)
 
     def request_cb(self, tasks: typing.Sequence[TaskDictionary]) -> typing.List[TaskDictionary]:
