@@ -53,7 +53,9 @@ def test_function_calls_grow_the_pool_to_all_cores_but_the_masters():
     pool = Pool()
     budget = PilotBudget()
     budget.set_pilot(PilotShape(cores=4), pool)
-    admitted = 0
+    assert budget.try_acquire("function", ONE) and pool.workers == 1  # one call: one worker is enough
+    assert budget.try_acquire("function", ONE) and pool.workers == 2
+    admitted = 2
     while budget.try_acquire("function", ONE):
         admitted += 1
     assert pool.workers == 3 and admitted == 3 * CALLS_PER_WORKER
@@ -62,20 +64,30 @@ def test_function_calls_grow_the_pool_to_all_cores_but_the_masters():
     assert budget.raptor_calls == 0 and budget.free_cores() == 0
 
 
+def test_the_pool_grows_only_into_cores_no_program_was_given():
+    pool = Pool()
+    budget = PilotBudget()
+    budget.set_pilot(PilotShape(cores=4), pool)
+    assert budget.try_acquire("executable", Resources(ranks=2)) and pool.workers == 1
+    assert budget.try_acquire("function", ONE) and budget.try_acquire("function", ONE)
+    assert pool.workers == 1
+    budget.release("executable", Resources(ranks=2))
+    assert pool.workers == 2  # the waiting call gets a worker once the program has left
+
+
 def test_executables_shrink_the_pool_or_stop_it():
     pool = Pool(workers=3)
     budget = PilotBudget()
     budget.set_pilot(PilotShape(cores=4), pool)
     assert budget.try_acquire("executable", ONE) and pool.workers == 2
-    assert budget.try_acquire("executable", Resources(ranks=2)) and pool.workers == 0 and pool.alive
-    assert not budget.try_acquire("executable", ONE)  # the master keeps its core; wait for a release
-    budget.release("executable", ONE)
-    budget.release("executable", Resources(ranks=2))
-    assert budget.try_acquire("executable", Resources(ranks=4)) and not pool.alive  # needs the master's core too
-    # Once the pool is stopped, function calls take cores like any task.
-    assert not budget.try_acquire("function", ONE)
-    budget.release("executable", Resources(ranks=4))
-    assert budget.try_acquire("function", ONE) and budget.cores_in_use == 1
+    # Fits beside the pool: admitted (RP queues it until a core is free); the pool keeps its size.
+    assert budget.try_acquire("executable", ONE) and pool.workers == 2
+    assert budget.try_acquire("executable", Resources(ranks=3)) and pool.workers == 0 and pool.alive
+    # Needs the master's core too: the pool stops.
+    assert budget.try_acquire("executable", Resources(ranks=4)) and not pool.alive
+    # From then on function calls are tasks of their own, counted in cores.
+    assert budget.try_acquire("function", ONE) and budget.cores_in_use == 1 + 1 + 3 + 4 + 1
+    assert budget.raptor_calls == 0
 
 
 def test_calls_held_by_an_emptied_pool_get_a_worker_back():

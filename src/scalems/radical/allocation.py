@@ -7,14 +7,16 @@ forever. :class:`PilotBudget` is the backend's limiter
 (:mod:`scalems.execution.limits`): it knows the pilot's cores and GPUs once the
 pilot is active and admits
 
-* executables and plain function tasks (``python -m scalems.call``) against the
-  cores the pool does not hold, making room by shrinking the pool (retiring
-  idle workers) or, when the job needs more than all cores but the master's
-  (it could never run beside the master), stopping the pool: its unstarted
+* executables and plain function tasks (``python -m scalems.call``) when
+  they fit beside the pool, as many as come (RP's scheduler queues them until
+  their cores are free, as without Raptor); one that does not fit makes room
+  by shrinking the pool (the master retires idle workers) or, when it needs
+  more than all cores but the master's, by stopping the pool: its unstarted
   calls, and all later ones, then run as plain tasks;
 * single-rank function calls for Raptor against *worker slots*
   (:data:`CALLS_PER_WORKER` per worker), growing the pool by one worker,
-  up to ``cores - 1``, whenever calls wait and a core is free.
+  up to ``cores - 1``, whenever there are more calls than workers and a core
+  is neither held by the pool nor by an admitted job.
 
 A job that can never fit the pilot is admitted at once and fails in the
 backend with a :class:`~scalems.exceptions.ResourceError` (:meth:`PilotBudget.misfit`).
@@ -33,8 +35,9 @@ from scalems.execution.jobs import Resources
 
 logger = logging.getLogger(__name__)
 
-#: Raptor calls admitted per worker: one running, one queued in the master so the worker never idles.
-CALLS_PER_WORKER = 2
+#: Raptor calls admitted per worker (at least one worker's worth, also while the pool is emptied
+#: for a program): the master queues them and hands each worker one at a time.
+CALLS_PER_WORKER = 64
 
 
 class PilotShape(typing.NamedTuple):
@@ -141,11 +144,13 @@ class PilotBudget:
         )
 
     def free_cores(self) -> int:
-        """Cores neither running jobs nor the Raptor pool hold (a stopping pool counts as gone:
-        RP starts what is admitted once it has left)."""
+        """Cores neither admitted jobs nor the Raptor pool hold (negative while RP queues admitted jobs;
+        a stopping pool counts as gone: RP starts what is admitted once it has left)."""
+        return self.shape.cores - self.cores_in_use - self._pool_cores()
+
+    def _pool_cores(self) -> int:
         pool = self.pool
-        pool_cores = pool.cores if pool is not None and pool.alive else 0
-        return self.shape.cores - self.cores_in_use - pool_cores
+        return pool.cores if pool is not None and pool.alive else 0
 
     def try_acquire(self, kind: str, resources: Resources) -> bool:
         if self.shape is None:
@@ -155,10 +160,10 @@ class PilotBudget:
             self._routes[key].append("none")  # admitted only to fail at once (see misfit)
             return True
         if self._raptor_eligible(kind, resources):
-            if self._admit_call():
-                self._routes[key].append("raptor")
-                return True
-            return False
+            if not self._admit_call():
+                return False
+            self._routes[key].append("raptor")
+            return True
         if not self._make_room(resources):
             return False
         self.cores_in_use += resources.cores
@@ -168,47 +173,55 @@ class PilotBudget:
 
     def _admit_call(self) -> bool:
         pool = self.pool
-        if self.raptor_calls < pool.workers * CALLS_PER_WORKER:
-            self.raptor_calls += 1
-            return True
-        if pool.workers < self.shape.cores - 1 and self.free_cores() >= pool.worker_ranks:
+        if self.raptor_calls >= pool.workers:
+            self._grow()
+        if self.raptor_calls >= max(1, pool.workers) * CALLS_PER_WORKER:
+            return False
+        self.raptor_calls += 1
+        return True
+
+    def _grow(self) -> None:
+        """One more worker, if calls wait for one, a core is free and the master keeps the last core."""
+        pool = self.pool
+        if (
+            pool.alive
+            and self.raptor_calls >= pool.workers
+            and pool.workers < self.shape.cores - 1
+            and self.free_cores() >= pool.worker_ranks
+        ):
             pool.resize(pool.workers + 1)
-            logger.info("Raptor pool grows to %d worker(s) (calls are waiting, cores are free).", pool.workers)
-            self.raptor_calls += 1
-            return True
-        return False
+            logger.info("Raptor pool grows to %d worker(s) (calls wait, a core is free).", pool.workers)
 
     def _make_room(self, resources: Resources) -> bool:
-        """Whether a job of *resources* can start now, shrinking or stopping the Raptor pool if needed."""
-        need, gpus = resources.cores, resources.gpus
-        if gpus > self.shape.gpus - self.gpus_in_use:
+        """Whether a job of *resources* may go to RP now, shrinking or stopping the Raptor pool if needed.
+
+        Jobs that fit beside the pool go at once, as many as come (RP queues them until
+        cores are free, as it does without scalems): only the pool's cores are never given
+        back by RP, so only they are taken back here.
+        """
+        if resources.gpus > self.shape.gpus:
             return False
-        free = self.free_cores()
-        if need <= free:
+        need = resources.cores
+        room = self.shape.cores - self._pool_cores()
+        if need <= room:
             return True
         pool = self.pool
-        if pool is None or not pool.alive:
-            return False
-        short = need - free
+        short = need - room
         spare = pool.workers * pool.worker_ranks
         if short <= spare:
             workers = pool.workers - -(-short // pool.worker_ranks)
-            logger.info(
-                "Raptor pool shrinks to %d worker(s) to make room for a task of %d core(s).", workers, need
-            )
+            logger.info("Raptor pool shrinks to %d worker(s) to make room for a task of %d core(s).", workers, need)
             pool.resize(workers)
             return True
-        if need > self.shape.cores - 1 and short <= pool.cores:
-            # It can never run beside the master; otherwise it waits for running jobs to end.
-            logger.warning(
-                "A task needs %d of the pilot's %d core(s), leaving none for the Raptor master: stopping the "
-                "Raptor pool; function calls run as separate RP tasks from now on.",
-                need,
-                self.shape.cores,
-            )
-            pool.stop_soon()
-            return True
-        return False
+        # It can never run beside the master (misfit() excluded more than all cores).
+        logger.warning(
+            "A task needs %d of the pilot's %d core(s), leaving none for the Raptor master: stopping the "
+            "Raptor pool; function calls run as separate RP tasks from now on.",
+            need,
+            self.shape.cores,
+        )
+        pool.stop_soon()
+        return True
 
     def release(self, kind: str, resources: Resources) -> None:
         if self.shape is None:
@@ -220,11 +233,8 @@ class PilotBudget:
         elif route == "cores":
             self.cores_in_use -= resources.cores
             self.gpus_in_use -= resources.gpus
-        pool = self.pool
-        if pool is not None and pool.alive and pool.workers == 0 and self.raptor_calls > 0:
-            if self.free_cores() >= pool.worker_ranks:
-                logger.info("Raptor pool grows back to 1 worker for the calls it holds.")
-                pool.resize(1)
+        if self.pool is not None and self.raptor_calls > self.pool.workers:
+            self._grow()  # calls the master holds get workers back once a program has left
 
 
 def _misfit(label: str, requested: int, available: int, what: str, hint: str) -> ResourceError:

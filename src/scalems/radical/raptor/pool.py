@@ -4,7 +4,7 @@ RP's Raptor workers pull calls from the master's queue in bulk and hold them
 until one of their ranks is free. A call pushed there may therefore wait behind
 a long call on a busy worker while another worker idles, and it vanishes with
 that worker if the worker dies. So the master keeps calls in its own backlog
-and hands out no more than there are workers; each worker marks, in a folder
+and hands out two per worker (:data:`CALLS_PER_WORKER`); each worker marks, in a folder
 it shares with the master, the calls it pulled (``<uid>.held``) and the one it
 runs (``<uid>.run``) (see :mod:`.worker`). When a worker ends unexpectedly, the
 master fails the call it was running (that call is never run again here) and
@@ -30,6 +30,11 @@ from radical.pilot import constants as rpc_constants
 from .config import TaskDictionary
 
 logger = logging.getLogger(__name__)
+
+#: Calls handed to each worker at a time: one running and one waiting in the worker, so that it
+#: never idles between calls. (A worker's task puller blocks on the waiting one, so a worker with
+#: two calls takes no more, and idle workers get the next.)
+CALLS_PER_WORKER = 2
 
 #: Environment variable that tells a worker where to mark the calls it holds and runs.
 MARKS_ENV = "SCALEMS_RAPTOR_MARKS"
@@ -114,7 +119,7 @@ class WorkerPool:
             # While shrinking, hand out nothing: a worker being retired must not pick up a call.
             if self.stopping or self._retiring or len(self.live()) > self.target:
                 return
-            room = len(self.active()) - len(self._out)
+            room = CALLS_PER_WORKER * len(self.active()) - len(self._out)
             batch = []
             while room > 0 and self._backlog:
                 task = self._backlog.popleft()
