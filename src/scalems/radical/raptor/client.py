@@ -81,6 +81,7 @@ class RaptorClient:
         self.workers = 1
         self._resizing: typing.Optional[asyncio.Task] = None
         self._stopping: typing.Optional[asyncio.Task] = None
+        self._loop: typing.Optional[asyncio.AbstractEventLoop] = None
 
     # -- construction ------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class RaptorClient:
             submitter=submitter, master_uid=f"scalems.raptor.{uuid.uuid4().hex[:8]}", pilot_sandbox=session.sandbox
         )
         client.config_file = str(config_file)
+        client._loop = asyncio.get_running_loop()
         description = rp.TaskDescription(
             {
                 "uid": client.master_uid,
@@ -185,12 +187,26 @@ class RaptorClient:
             return 0
         return 1 + self.workers * self.worker_ranks
 
+    def _soon(self, func) -> None:
+        """Run *func* on this client's event loop (the budget may decide on another thread's loop)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            func()
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(func)
+
     def resize(self, count: int) -> None:
         """Ask the master for *count* workers (returns at once; the master adds or retires workers soon).
 
         Requests are sent one at a time, the latest count last, so they cannot overtake each other.
         """
         self.workers = count
+        self._soon(self._start_resizing)
+
+    def _start_resizing(self):
         if self._resizing is None or self._resizing.done():
             self._resizing = asyncio.ensure_future(self._send_resize())
 
@@ -206,8 +222,13 @@ class RaptorClient:
 
     def stop_soon(self) -> None:
         """Stop the master in the background (see :meth:`stop`); takes no new work from now on."""
+        if self._closed:
+            return
+        self._closed = True
+        self._soon(self._start_stopping)
+
+    def _start_stopping(self):
         if self._stopping is None:
-            self._closed = True
             self._stopping = asyncio.ensure_future(self.stop())
 
     @property
