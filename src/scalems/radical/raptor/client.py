@@ -52,13 +52,13 @@ def _probe():
 
 
 class RaptorClient:
-    """A running scalems Raptor master (and its worker) on the backend's pilot.
+    """A running scalems Raptor master (and its pool of workers) on the backend's pilot.
 
     Create with :meth:`start`; finish with :meth:`stop`. All methods must be
     called from the event loop that ran :meth:`start`.
     """
 
-    #: Seconds allowed for the master and its worker to come up.
+    #: Seconds allowed for the master and its first worker to come up.
     startup_timeout: float = 300.0
 
     #: MPI ranks of the worker. Function jobs with more ranks run as plain RP tasks.
