@@ -215,9 +215,15 @@ class RaptorClient:
         while sent != self.workers and self.alive:
             sent = self.workers
             try:
-                await self._command(ResizeWorkers(sent), timeout=60.0, what="ResizeWorkers")
+                final = await self._command(ResizeWorkers(sent), timeout=60.0, what="ResizeWorkers")
             except DispatchError as err:
-                logger.warning("Could not resize the Raptor pool of %s: %s", self.master_uid, err)
+                final = None
+                problem = str(err)
+            else:
+                problem = None if final.state == rp.DONE else final.reason()
+            if problem is not None:
+                # E.g. an older master that knows no ResizeWorkers: it keeps the workers it has.
+                logger.warning("Could not resize the Raptor pool of %s: %s", self.master_uid, problem)
                 return
 
     def stop_soon(self) -> None:
