@@ -96,6 +96,8 @@ def test_calls_held_by_an_emptied_pool_get_a_worker_back():
     budget.set_pilot(PilotShape(cores=2), pool)
     assert budget.try_acquire("function", ONE)
     assert budget.try_acquire("executable", ONE) and pool.workers == 0
+    # While the call waits for a worker, further programs wait too (they would keep it waiting).
+    assert not budget.try_acquire("executable", ONE)
     budget.release("executable", ONE)
     assert pool.workers == 1
 

@@ -202,10 +202,16 @@ class PilotBudget:
         if resources.gpus > self.shape.gpus:
             return False
         need = resources.cores
+        pool = self.pool
+        if pool is not None and pool.alive and pool.workers == 0 and self.raptor_calls > 0:
+            self._grow()
+            if pool.workers == 0 and self.cores_in_use > 0:
+                # Calls wait in the master for a worker: this job waits until running ones end
+                # and the calls got one, or a stream of programs could keep them waiting for ever.
+                return False
         room = self.shape.cores - self._pool_cores()
         if need <= room:
             return True
-        pool = self.pool
         short = need - room
         spare = pool.workers * pool.worker_ranks
         if short <= spare:
