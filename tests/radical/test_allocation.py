@@ -90,6 +90,18 @@ def test_executables_shrink_the_pool_or_stop_it():
     assert budget.raptor_calls == 0
 
 
+def test_a_call_never_waits_behind_programs_in_an_emptied_pool():
+    pool = Pool(workers=1)
+    budget = PilotBudget()
+    budget.set_pilot(PilotShape(cores=2), pool)
+    assert budget.try_acquire("executable", ONE) and pool.workers == 0 and pool.alive
+    # No core for a worker while the program runs: the pool stops, the call is a task of its own.
+    assert budget.try_acquire("function", ONE) and not pool.alive
+    assert budget.cores_in_use == 2 and budget.raptor_calls == 0
+    budget.release("function", ONE)
+    assert budget.cores_in_use == 1
+
+
 def test_calls_held_by_an_emptied_pool_get_a_worker_back():
     pool = Pool(workers=1)
     budget = PilotBudget()

@@ -16,7 +16,9 @@ pilot is active and admits
 * single-rank function calls for Raptor against *worker slots*
   (:data:`CALLS_PER_WORKER` per worker), growing the pool by one worker,
   up to ``cores - 1``, whenever there are more calls than workers and a core
-  is neither held by the pool nor by an admitted job.
+  is neither held by the pool nor by an admitted job. A call that finds the
+  pool emptied for programs which still hold the cores stops the pool rather
+  than wait behind them: it runs as a task of its own.
 
 A job that can never fit the pilot is admitted at once and fails in the
 backend with a :class:`~scalems.exceptions.ResourceError` (:meth:`PilotBudget.misfit`).
@@ -160,10 +162,12 @@ class PilotBudget:
             self._routes[key].append("none")  # admitted only to fail at once (see misfit)
             return True
         if self._raptor_eligible(kind, resources):
-            if not self._admit_call():
-                return False
-            self._routes[key].append("raptor")
-            return True
+            admitted = self._admit_call()
+            if admitted is not None:
+                if admitted:
+                    self._routes[key].append("raptor")
+                return admitted
+            # The pool stopped: the call is a task of its own, counted in cores.
         if not self._make_room(resources):
             return False
         self.cores_in_use += resources.cores
@@ -171,10 +175,20 @@ class PilotBudget:
         self._routes[key].append("cores")
         return True
 
-    def _admit_call(self) -> bool:
+    def _admit_call(self) -> typing.Optional[bool]:
+        """Admit a call for the pool (True), not yet (False), or stop the pool (None): see below."""
         pool = self.pool
         if self.raptor_calls >= pool.workers:
             self._grow()
+        if pool.workers == 0 and self.cores_in_use > 0:
+            # The pool was emptied for programs that still hold the cores a worker would need:
+            # the call would wait behind them. Stop the pool; the call runs as a task of its own.
+            logger.warning(
+                "Programs hold the cores a Raptor worker would need: stopping the Raptor pool; function calls "
+                "run as separate RP tasks from now on (a larger pilot keeps both: --pilot-option cores=N)."
+            )
+            pool.stop_soon()
+            return None
         if self.raptor_calls >= max(1, pool.workers) * CALLS_PER_WORKER:
             return False
         self.raptor_calls += 1
