@@ -23,6 +23,7 @@ import collections
 import logging
 import os
 import threading
+import time
 import typing
 
 from radical.pilot import constants as rpc_constants
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 #: never idles between calls. (A worker's task puller blocks on the waiting one, so a worker with
 #: two calls takes no more, and idle workers get the next.)
 CALLS_PER_WORKER = 2
+
+#: Seconds after which a handed-out call that no worker marked, while some worker was free to
+#: take it from the queue, counts as lost (it went to a worker that died before marking it).
+LOST_AFTER = 5.0
 
 #: Environment variable that tells a worker where to mark the calls it holds and runs.
 MARKS_ENV = "SCALEMS_RAPTOR_MARKS"
@@ -87,6 +92,9 @@ class WorkerPool:
         self._ended: typing.Set[str] = set()  # workers whose end was dealt with
         self.exit_codes: typing.Dict[str, typing.Optional[int]] = {}
         self.replaced = 0
+        self._pushed: typing.Dict[str, float] = {}  # call uid -> when it was handed out
+        self._since: typing.Dict[str, float] = {}  # worker uid -> when it was first seen registered
+        self._checked = 0.0
 
     # -- counts ------------------------------------------------------------------------------
     def _statuses(self) -> typing.Dict[str, str]:
@@ -121,9 +129,11 @@ class WorkerPool:
                 return
             room = CALLS_PER_WORKER * len(self.active()) - len(self._out)
             batch = []
+            now = time.monotonic()
             while room > 0 and self._backlog:
                 task = self._backlog.popleft()
                 self._out[task["uid"]] = task
+                self._pushed[task["uid"]] = now
                 batch.append(task)
                 room -= 1
         if batch:
@@ -133,6 +143,7 @@ class WorkerPool:
         """A call came back from a worker (or was failed here)."""
         with self._lock:
             self._out.pop(uid, None)
+            self._pushed.pop(uid, None)
         _unlink(os.path.join(self.marks, f"{uid}.run"))
         _unlink(os.path.join(self.marks, f"{uid}.held"))
         self.pump()
@@ -163,11 +174,55 @@ class WorkerPool:
         for uid, status in statuses.items():
             if status == self.master.ACTIVE:
                 self._registered.add(uid)
+                self._since.setdefault(uid, time.monotonic())
             elif status == self.master.DONE and uid not in self._ended:
                 self._ended.add(uid)
                 self._worker_ended(uid)
         self._retire_surplus()
+        self._recover_lost()
         self.pump()
+
+    def _recover_lost(self) -> None:
+        """Put back handed-out calls no worker took although one was free to (see :data:`LOST_AFTER`).
+
+        A worker whose task puller is not blocked on a waiting call (it marks none ``.held``)
+        polls the master's queue all the time, so a call left there is taken within
+        milliseconds. One that stays unmarked went to a worker that died between receiving
+        and marking it: it never started, and goes back to the backlog.
+        """
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        with self._lock:
+            old = [uid for uid in self._out if now - self._pushed.get(uid, now) > LOST_AFTER]
+            if not old:
+                return
+            owners = {uid: self._owner(uid) for uid in self._out}
+            unmarked = [uid for uid in old if owners[uid] is None]
+            if not unmarked:
+                return
+            waiting = {owner for uid, owner in owners.items() if owner is not None and owner[1] == "held"}
+            polling = [
+                worker
+                for worker in self.active()
+                if (worker, "held") not in waiting and now - self._since.get(worker, now) > LOST_AFTER
+            ]
+            if not polling:
+                return
+            for uid in reversed(unmarked):
+                self._backlog.appendleft(self._out.pop(uid))
+                self._pushed.pop(uid, None)
+        logger.warning("Call(s) %s were lost in transit to a worker; handing them out again.", ", ".join(unmarked))
+
+    def _owner(self, uid: str) -> typing.Optional[typing.Tuple[str, str]]:
+        """(worker, "run" or "held") from the marks of call *uid*, or None if unmarked."""
+        # In the order a worker renames them, so a call that moves on meanwhile is still seen.
+        for kind in ("held", "run"):
+            owner = _read(os.path.join(self.marks, f"{uid}.{kind}"))
+            if owner:
+                return owner, kind
+        return None
 
     def _worker_ended(self, uid: str) -> None:
         with self._lock:
@@ -219,6 +274,7 @@ class WorkerPool:
                 else:
                     continue
                 del self._out[uid]
+                self._pushed.pop(uid, None)
             for task in reversed(held):
                 self._backlog.appendleft(task)
         return crashed, held

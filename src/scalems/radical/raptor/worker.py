@@ -9,12 +9,12 @@ exception, pickled.
 
 Importing this module in a worker (RP imports it from the file the master
 writes) also makes the worker mark the calls it holds, for the master's pool
-(:mod:`.pool`): ``<uid>.held`` when RP's task puller takes a call from the
-master's queue, renamed ``<uid>.run`` once a rank is free to run it. The hook
-wraps RP 1.103's ``radical.pilot.raptor.worker_mpi._Resources._alloc`` (the
-one place a pulled call passes before it runs); without it, or outside a
-worker, nothing is marked, and a dead worker's calls are failed by the
-client's timeouts instead.
+(:mod:`.pool`): ``<uid>.held`` as soon as RP's task puller receives calls from
+the master's queue (all of a bulk at once), renamed ``<uid>.run`` once a rank
+is free to run it. The hooks wrap RP 1.103's ``radical.utils.zmq.Getter.get_nowait``
+(for the ``raptor_tasks`` channel only) and
+``radical.pilot.raptor.worker_mpi._Resources._alloc`` (the one place a pulled
+call passes before it runs). Outside a worker nothing is marked.
 """
 
 from __future__ import annotations
@@ -48,24 +48,38 @@ def _install_marks() -> bool:
         from radical.pilot.raptor import worker_mpi
     except ImportError:  # pragma: no cover - depends on the RP version
         worker_mpi = None
+    import radical.utils as ru
+
     resources = getattr(worker_mpi, "_Resources", None)
     original = getattr(resources, "_alloc", None)
-    if original is None:
-        logger.warning("This RP has no _Resources._alloc; calls of this worker are not marked.")
+    getter = getattr(getattr(ru, "zmq", None), "Getter", None)
+    original_get = getattr(getter, "get_nowait", None)
+    if original is None or original_get is None:
+        logger.warning("This RP has no _Resources._alloc or Getter.get_nowait; calls of this worker are not marked.")
         return False
     if getattr(original, "_scalems_marks", False):
         return True
 
+    def get_nowait(self, *args, **kwargs):
+        tasks = original_get(self, *args, **kwargs)
+        if tasks and getattr(self, "channel", None) == "raptor_tasks":
+            for task in tasks if isinstance(tasks, list) else [tasks]:
+                if isinstance(task, dict) and "uid" in task:
+                    _mark(os.path.join(directory, f"{task['uid']}.held"), owner)
+        return tasks
+
     def _alloc(self, task):
         uid = task["uid"]
         held = os.path.join(directory, f"{uid}.held")
-        _mark(held, owner)
+        if not os.path.exists(held):
+            _mark(held, owner)
         ranks = original(self, task)
         os.replace(held, os.path.join(directory, f"{uid}.run"))
         return ranks
 
     _alloc._scalems_marks = True
     resources._alloc = _alloc
+    getter.get_nowait = get_nowait
     return True
 
 
