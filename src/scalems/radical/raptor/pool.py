@@ -87,7 +87,7 @@ class WorkerPool:
         self._lock = threading.RLock()
         self._backlog: typing.Deque[TaskDictionary] = collections.deque()
         self._out: typing.Dict[str, TaskDictionary] = {}  # handed to the workers' queue, not finished
-        self._retiring: typing.Set[str] = set()
+        self._retiring: typing.Dict[str, float] = {}  # worker uid -> when it was asked to end
         self._registered: typing.Set[str] = set()  # workers seen ACTIVE at least once
         self._ended: typing.Set[str] = set()  # workers whose end was dealt with
         self.exit_codes: typing.Dict[str, typing.Optional[int]] = {}
@@ -103,12 +103,22 @@ class WorkerPool:
     def live(self) -> typing.List[str]:
         """Workers that have not ended and are not being retired."""
         done = self.master.DONE
-        return [uid for uid, status in self._statuses().items() if status != done and uid not in self._retiring]
+        gone = self._ended
+        return [
+            uid
+            for uid, status in self._statuses().items()
+            if status != done and uid not in self._retiring and uid not in gone
+        ]
 
     def active(self) -> typing.List[str]:
         """Registered workers that take calls (not being retired)."""
         active = self.master.ACTIVE
-        return [uid for uid, status in self._statuses().items() if status == active and uid not in self._retiring]
+        gone = self._ended
+        return [
+            uid
+            for uid, status in self._statuses().items()
+            if status == active and uid not in self._retiring and uid not in gone
+        ]
 
     def waiting(self) -> int:
         """Calls in the backlog or with a worker."""
@@ -180,7 +190,21 @@ class WorkerPool:
                 self._worker_ended(uid)
         self._retire_surplus()
         self._recover_lost()
+        self._give_up_retiring()
         self.pump()
+
+    def _give_up_retiring(self) -> None:
+        """A worker asked to end that has not ended within a minute is cancelled and forgotten,
+        so that handing out calls (paused while workers retire) resumes."""
+        now = time.monotonic()
+        with self._lock:
+            stuck = [uid for uid, since in self._retiring.items() if now - since > 60.0]
+            for uid in stuck:
+                del self._retiring[uid]
+                self._ended.add(uid)
+        if stuck:
+            logger.warning("Worker(s) %s did not end when asked to; cancelling them.", ", ".join(stuck))
+            self.master.publish(rpc_constants.CONTROL_PUBSUB, {"cmd": "cancel_tasks", "arg": {"uids": stuck}})
 
     def _recover_lost(self) -> None:
         """Put back handed-out calls no worker took although one was free to (see :data:`LOST_AFTER`).
@@ -226,8 +250,7 @@ class WorkerPool:
 
     def _worker_ended(self, uid: str) -> None:
         with self._lock:
-            retired = uid in self._retiring
-            self._retiring.discard(uid)
+            retired = self._retiring.pop(uid, None) is not None
         crashed, held = self._calls_of(uid)
         code = self.exit_codes.get(uid)
         status = f" (exit status {code})" if code is not None else ""
@@ -293,7 +316,8 @@ class WorkerPool:
                 holders = self._holders()
                 if holders is not None:
                     idle = [uid for uid in self.active() if uid not in holders][:surplus]
-            self._retiring.update(fresh, idle)
+            now = time.monotonic()
+            self._retiring.update((uid, now) for uid in fresh + idle)
         if fresh:
             logger.info("Cancelling worker(s) %s (pool of %d).", ", ".join(fresh), self.target)
             self.master.publish(rpc_constants.CONTROL_PUBSUB, {"cmd": "cancel_tasks", "arg": {"uids": fresh}})
