@@ -38,6 +38,8 @@ def test_lammps_sweep_with_raptor_matches_local(slurm_run, tmp_path):
     assert "with 2 MPI tasks" in (work / "scalems_tasks" / "lj-T2.00-np2" / "log.lammps").read_text()
     assert done.stdout.replace(str(work), "W") == local.stdout.replace(str(tmp_path / "local"), "W")
     assert summary_line(6, 0) in done.stderr
+    # The 2-rank replica needs both cores: the pool made way (it did not hold them for the session).
+    assert "stopping the Raptor pool" in done.stderr, done.stderr
 
 
 def test_pipeline_example_with_raptor_matches_local(slurm_run, tmp_path):
