@@ -1,7 +1,7 @@
 """Shared RADICAL-Pilot backends for the whole test run, and a workflow backend that forwards to them.
 
 Starting a session and a local pilot takes 20-30 s and closing one 5-15 s, so
-tests share one backend per flavour on ``local.localhost`` (2 cores; 60
+tests share one backend per flavour on ``local.localhost`` (2 cores, 4 with Raptor; 60
 minutes of pilot run time as a backstop, more than a whole test run: with 15
 a pilot started by the first RP test ended before the contract suite's last;
 sandbox and session folder under the confined test directories): ``rp_backend`` runs function tasks as
@@ -80,11 +80,16 @@ class SharedBackend:
 
 
 def private_backend(
-    base: pathlib.Path, *, enable_raptor: bool = False, resource: str = "local.localhost", **settings
+    base: pathlib.Path,
+    *,
+    enable_raptor: bool = False,
+    cores: int = 2,
+    resource: str = "local.localhost",
+    **settings,
 ) -> SharedBackend:
     """A started RADICAL backend of the test's own under *base* (the caller closes it).
 
-    2 cores and 60 minutes on *resource*; *settings* are further RuntimeConfiguration fields.
+    *cores* and 60 minutes on *resource*; *settings* are further RuntimeConfiguration fields.
     """
     pytest.importorskip("radical.pilot")
     from scalems.radical import RadicalBackend, RuntimeConfiguration
@@ -92,7 +97,7 @@ def private_backend(
     before = snapshot_outside()
     configuration = RuntimeConfiguration(
         execution_target=resource,
-        rp_resource_params={"cores": 2, "runtime": 60, "sandbox": str(base / "sandbox")},
+        rp_resource_params={"cores": cores, "runtime": 60, "sandbox": str(base / "sandbox")},
         session_dir=str(base / "session"),
         enable_raptor=enable_raptor,
         **settings,
@@ -118,8 +123,14 @@ def rp_backend(tmp_path_factory) -> typing.Iterator[SharedBackend]:
 
 @pytest.fixture(scope="session")
 def rp_raptor_backend(tmp_path_factory) -> typing.Iterator[SharedBackend]:
-    """The shared RP backend with Raptor (function tasks run in scalems's Raptor workers)."""
-    backend = private_backend(tmp_path_factory.mktemp("rp-raptor-backend"), enable_raptor=True)
+    """The shared RP backend with Raptor (function tasks run in scalems's Raptor workers).
+
+    4 cores (local.localhost fakes them): the master and one worker hold two, which leaves the
+    contract suite the 2 cores for programs it has on the plain flavour. With 2, a program
+    running beside a call stops the pool (see scalems.radical.allocation) and the rest of the
+    suite would not run through Raptor.
+    """
+    backend = private_backend(tmp_path_factory.mktemp("rp-raptor-backend"), enable_raptor=True, cores=4)
     try:
         yield backend
     finally:

@@ -11,16 +11,21 @@ import pytest
 pytest.importorskip("radical.pilot")
 
 from scalems.exceptions import ProtocolError  # noqa: E402
-from scalems.messages import AddItem, Command, HelloCommand, StopCommand  # noqa: E402
+from scalems.messages import AddItem, Command, HelloCommand, ResizeWorkers, StopCommand  # noqa: E402
 
-COMMANDS = [HelloCommand(), StopCommand(), AddItem(encoded_item=json.dumps({"call": "{}", "label": "abc"}))]
+COMMANDS = [
+    HelloCommand(),
+    StopCommand(),
+    ResizeWorkers(3),
+    AddItem(encoded_item=json.dumps({"call": "{}", "label": "abc"})),
+]
 
 
 def test_public_name_is_the_raptor_module():
     import scalems.messages
     import scalems.radical.raptor.messages as raptor_messages
 
-    for name in ("CPI_MESSAGE", "AddItem", "Command", "HelloCommand", "StopCommand"):
+    for name in ("CPI_MESSAGE", "AddItem", "Command", "HelloCommand", "ResizeWorkers", "StopCommand"):
         assert getattr(scalems.messages, name) is getattr(raptor_messages, name)
     assert scalems.messages.Command.decode(AddItem("{}").encode()) == raptor_messages.AddItem("{}")
 
@@ -76,3 +81,25 @@ def test_malformed_messages(bad):
 def test_decode_on_subclass_checks_kind():
     with pytest.raises(ProtocolError, match="AddItem"):
         AddItem.decode(HelloCommand().encode())
+
+
+def test_resize_takes_a_count_of_zero_or_more():
+    assert Command.decode(ResizeWorkers(0).encode()) == ResizeWorkers(0)
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(TypeError, match="count"):
+            ResizeWorkers(bad)
+    with pytest.raises(ProtocolError, match="ResizeWorkers"):
+        Command.decode({"command": "ResizeWorkers", "count": -2})
+
+
+def test_messages_of_older_and_newer_peers():
+    # What an older client sends still decodes: the command set only grew.
+    assert Command.decode({"command": "HelloCommand"}) == HelloCommand()
+    assert Command.decode({"command": "StopCommand"}) == StopCommand()
+    # A Hello answer: an older master's lacks the worker count, a newer one's may carry more fields.
+    from scalems.radical.raptor.config import BackendVersion
+
+    old = BackendVersion.from_dict({"name": "scalems.radical.raptor", "version": "1.0"})
+    assert old.workers is None and old.version == "1.0"
+    new = BackendVersion.from_dict({"name": "scalems.radical.raptor", "version": "9", "workers": 3, "gpus": 1})
+    assert new.workers == 3

@@ -5,6 +5,13 @@ uses them; importing this module therefore needs ``radical.pilot``
 (``pip install 'scalems[radical]'``).
 """
 
-from scalems.radical.raptor.messages import CPI_MESSAGE, AddItem, Command, HelloCommand, StopCommand
+from scalems.radical.raptor.messages import (
+    CPI_MESSAGE,
+    AddItem,
+    Command,
+    HelloCommand,
+    ResizeWorkers,
+    StopCommand,
+)
 
-__all__ = ("CPI_MESSAGE", "AddItem", "Command", "HelloCommand", "StopCommand")
+__all__ = ("CPI_MESSAGE", "AddItem", "Command", "HelloCommand", "ResizeWorkers", "StopCommand")

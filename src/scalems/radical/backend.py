@@ -7,7 +7,9 @@ their own threads, task submission and cancellation in one long-lived
 submitter thread (which submits whatever has queued up as one bulk). RP
 reports task states from its own thread; a :class:`~.watch.TaskWatcher` hands
 them to the event loop. The Raptor client (``enable_raptor``) shares that
-submitter and watcher (:mod:`.watch`).
+submitter and watcher (:mod:`.watch`). The backend's limiter is the pilot's
+cores (:mod:`.allocation`): it sizes the Raptor pool and keeps it from
+starving executables.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from scalems.execution import (
 )
 from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
+from .allocation import PilotBudget, PilotShape, pilot_shape
 from .batch_job import batch_system, pilot_job_note
 from .queue_watch import QueueWatch
 from .runtime_configuration import RuntimeConfiguration
@@ -103,11 +106,14 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
 
     Executables become ``rp.TaskDescription`` s with staging of their inputs,
     stdin, stdout, stderr and declared outputs; function calls become ``python
-    -m scalems.call`` tasks, or go to a scalems Raptor worker when
+    -m scalems.call`` tasks, or go to the scalems Raptor workers when
     ``enable_raptor`` is set. Results are staged back into each job's local
-    directory. Should the Raptor master end during the run (a call killed its
-    worker), the calls it still had run again, each as its own RP task, so that
-    only the call that kills its process fails; later calls run that way too.
+    directory. The limiter (:class:`~.allocation.PilotBudget`) counts the
+    pilot's cores: it grows the Raptor pool while calls wait and cores are free,
+    and shrinks or stops it when an executable needs the cores. A call that
+    kills its worker fails (the master replaces the worker); calls the master
+    gives back unstarted, and all calls once the pool is stopped, run as their
+    own RP tasks. A job that can never fit the pilot fails at once.
 
     Args:
         configuration: the backend settings.
@@ -132,6 +138,13 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
         if configuration.enable_raptor:
             _raptor_client_class()  # fail now, before a pilot is started for nothing
         super().__init__(configuration=configuration)
+        params = configuration.rp_resource_params
+        requested = (
+            PilotShape(cores=int(params["cores"]), gpus=int(params.get("gpus") or 0))
+            if params.get("cores")
+            else None
+        )
+        self.limiter = PilotBudget(requested)
         if configuration.session_dir is not None:
             session_dir = pathlib.Path(configuration.session_dir)
         else:
@@ -200,10 +213,26 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
                 timeout = LOCAL_PILOT_STARTUP_TIMEOUT
             try:
                 await self._step(runtime, runtime.wait_for_pilot, timeout, watch, what="pilot start-up")
+                if config.enable_raptor and runtime.pilot().state != rp.PMGR_ACTIVE:
+                    # The pool is sized from the active pilot; the master could not start before anyway.
+                    await self._step(
+                        runtime, runtime.wait_for_pilot, _raptor_client_class().startup_timeout, what="pilot activation"
+                    )
             finally:
                 self.status_note = None
-            if config.enable_raptor:
+            pilot = runtime.pilot()
+            shape = pilot_shape(pilot, pilot.description or {}) if pilot.state == rp.PMGR_ACTIVE else None
+            shape = shape or self.limiter.shape
+            if config.enable_raptor and shape is not None and shape.cores < 2:
+                logger.warning(
+                    "The pilot has %d core: too few for a Raptor master and a worker. Function calls run as "
+                    "separate RP tasks (ask for more with --pilot-option cores=N).",
+                    shape.cores,
+                )
+            elif config.enable_raptor:
                 self._raptor = await self._start_raptor(runtime)
+            if shape is not None:
+                self.limiter.set_pilot(shape, self._raptor)
         except BaseException as error:
             if not isinstance(error, (asyncio.CancelledError, DispatchError, ConfigurationError)):
                 logger.exception("RADICAL-Pilot start-up failed")
@@ -372,6 +401,9 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
         return await self._submitter.run(description)
 
     async def run_executable(self, job: ExecutableJob) -> ExecutableOutcome:
+        misfit = self.limiter.misfit(job.label, job.resources)
+        if misfit is not None:
+            return ExecutableOutcome(exitcode=None, error=str(misfit))
         uid = self._next_uid()
         try:
             description = describe_executable(job, uid, self.configuration(), self._aliases)
@@ -383,19 +415,18 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
         return executable_outcome(job, final, program)
 
     async def run_function(self, job: FunctionJob) -> FunctionOutcome:
+        misfit = self.limiter.misfit(job.label, job.resources)
+        if misfit is not None:
+            return FunctionOutcome(error=str(misfit))
         raptor = self._raptor
         if raptor is not None and job.resources.ranks <= raptor.worker_ranks:
             if raptor.alive:
-                # ---- Raptor hook: function calls go to the scalems Raptor worker. ----
+                # ---- Raptor hook: function calls go to the scalems Raptor workers. ----
                 outcome = await raptor.run_function(job)
-                if outcome.error is None or raptor.alive or self._closing or self._pilot_error is not None:
+                if outcome is not None:
                     return outcome
-                # The master ended, with its worker, before this call finished: the call may have
-                # killed the worker, or waited behind the one that did (the client cannot tell which
-                # was running). Run it again, alone, so that only a call that kills its process fails.
-                logger.warning(
-                    "Running %r again as its own RP task: %s", job.label, outcome.error.splitlines()[0]
-                )
+                # Given back unstarted: the pool stopped to make room for an executable.
+                logger.info("Running %r as its own RP task: the Raptor pool stopped before it started.", job.label)
             if not self._raptor_lost:
                 self._raptor_lost = True
                 logger.warning(

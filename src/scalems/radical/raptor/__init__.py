@@ -1,15 +1,18 @@
-"""scalems on RADICAL-Pilot Raptor: a master task, its MPI worker, and the client that drives them.
+"""scalems on RADICAL-Pilot Raptor: a master task, its pool of workers, and the client that drives them.
 
 Function tasks through Raptor avoid one RP task (and one Python start-up) per
-call: a long-lived worker runs many calls. The pieces:
+call: long-lived workers run many calls. The pieces:
 
 * :mod:`.messages` — the commands the client sends the master
   (:class:`~.messages.HelloCommand`, :class:`~.messages.StopCommand`,
-  :class:`~.messages.AddItem`; public name :mod:`scalems.messages`);
+  :class:`~.messages.ResizeWorkers`, :class:`~.messages.AddItem`; public name
+  :mod:`scalems.messages`);
 * :mod:`.config` — plain-data records shared by all three sides
   (:class:`MasterTaskConfiguration`, :func:`master_input`, ...);
 * :mod:`.master` — :class:`ScaleMSMaster` and the ``scalems_rp_master``
   console script (:func:`master`);
+* :mod:`.pool` — the master's worker pool: backlog, hand-out, replacement of
+  dead workers;
 * :mod:`.worker` — :class:`ScaleMSWorker`, which runs :mod:`scalems.call`
   records and only ever returns strings;
 * :mod:`.client` — :class:`RaptorClient`, used by the RP execution backend.
@@ -43,7 +46,7 @@ from .config import (
     worker_description,
     worker_requirements,
 )
-from .master import CpiAddItem, CpiCommand, CpiHello, CpiStop, ScaleMSMaster, master, parser
+from .master import CpiAddItem, CpiCommand, CpiHello, CpiResize, CpiStop, ScaleMSMaster, master, parser
 from .worker import ScaleMSWorker
 from .client import RaptorClient
 
@@ -70,5 +73,6 @@ __all__ = (
     "CpiHello",
     "CpiStop",
     "CpiAddItem",
+    "CpiResize",
     "RaptorClient",
 )

@@ -3,7 +3,10 @@
 :class:`RaptorClient` starts a ``scalems_rp_master`` task on the backend's
 pilot, waits (bounded) until its worker answers, and then runs single-rank
 :class:`FunctionJob` s as :class:`~.messages.AddItem` command tasks, returning
-the :mod:`scalems.call` result text as a :class:`FunctionOutcome`.
+the :mod:`scalems.call` result text as a :class:`FunctionOutcome`. The
+backend's budget (:mod:`scalems.radical.allocation`) decides how many workers
+the master runs (:meth:`RaptorClient.resize`) and when the pool must make way
+for an executable (:meth:`RaptorClient.stop_soon`).
 
 All RP traffic goes through the backend's :class:`~scalems.radical.watch.Submitter`
 (one submitter thread, one task watcher per run), so the event loop never
@@ -37,7 +40,8 @@ from ..session import RuntimeSession
 from ..task import python_path_pre_exec
 from ..watch import FinalTaskState, Submitter
 from .config import CPI_MESSAGE, BackendVersion, backend_version, master_input, master_script
-from .messages import AddItem, Command, HelloCommand, StopCommand
+from .messages import AddItem, Command, HelloCommand, ResizeWorkers, StopCommand
+from .pool import NOT_STARTED
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +52,13 @@ def _probe():
 
 
 class RaptorClient:
-    """A running scalems Raptor master (and its worker) on the backend's pilot.
+    """A running scalems Raptor master (and its pool of workers) on the backend's pilot.
 
     Create with :meth:`start`; finish with :meth:`stop`. All methods must be
     called from the event loop that ran :meth:`start`.
     """
 
-    #: Seconds allowed for the master and its worker to come up.
+    #: Seconds allowed for the master and its first worker to come up.
     startup_timeout: float = 300.0
 
     #: MPI ranks of the worker. Function jobs with more ranks run as plain RP tasks.
@@ -73,6 +77,11 @@ class RaptorClient:
         self._outstanding: typing.Set[str] = set()
         self._master_done: typing.Optional["asyncio.Future[FinalTaskState]"] = None
         self._closed = False
+        #: Workers the master was asked to run (it starts with one).
+        self.workers = 1
+        self._resizing: typing.Optional[asyncio.Task] = None
+        self._stopping: typing.Optional[asyncio.Task] = None
+        self._loop: typing.Optional[asyncio.AbstractEventLoop] = None
 
     # -- construction ------------------------------------------------------------
 
@@ -111,6 +120,7 @@ class RaptorClient:
             submitter=submitter, master_uid=f"scalems.raptor.{uuid.uuid4().hex[:8]}", pilot_sandbox=session.sandbox
         )
         client.config_file = str(config_file)
+        client._loop = asyncio.get_running_loop()
         description = rp.TaskDescription(
             {
                 "uid": client.master_uid,
@@ -170,6 +180,64 @@ class RaptorClient:
         return not self._closed and self._master_done is not None and not self._master_done.done()
 
     @property
+    def cores(self) -> int:
+        """Cores the master and its workers hold on the pilot (0 once stopped or ended)."""
+        master = self._master_done
+        if master is None or master.done():
+            return 0
+        return 1 + self.workers * self.worker_ranks
+
+    def _soon(self, func) -> None:
+        """Run *func* on this client's event loop (the budget may decide on another thread's loop)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            func()
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(func)
+
+    def resize(self, count: int) -> None:
+        """Ask the master for *count* workers (returns at once; the master adds or retires workers soon).
+
+        Requests are sent one at a time, the latest count last, so they cannot overtake each other.
+        """
+        self.workers = count
+        self._soon(self._start_resizing)
+
+    def _start_resizing(self):
+        if self._resizing is None or self._resizing.done():
+            self._resizing = asyncio.ensure_future(self._send_resize())
+
+    async def _send_resize(self):
+        sent = None
+        while sent != self.workers and self.alive:
+            sent = self.workers
+            try:
+                final = await self._command(ResizeWorkers(sent), timeout=60.0, what="ResizeWorkers")
+            except DispatchError as err:
+                final = None
+                problem = str(err)
+            else:
+                problem = None if final.state == rp.DONE else final.reason()
+            if problem is not None:
+                # E.g. an older master that knows no ResizeWorkers: it keeps the workers it has.
+                logger.warning("Could not resize the Raptor pool of %s: %s", self.master_uid, problem)
+                return
+
+    def stop_soon(self) -> None:
+        """Stop the master in the background (see :meth:`stop`); takes no new work from now on."""
+        if self._closed:
+            return
+        self._closed = True
+        self._soon(self._start_stopping)
+
+    def _start_stopping(self):
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self.stop())
+
+    @property
     def master_state(self) -> typing.Optional[str]:
         """Final RP state of the master task; None while it runs (or if the backend failed it)."""
         final = self._master_final()
@@ -183,17 +251,19 @@ class RaptorClient:
             value = value[0]
         if final.state != rp.DONE or not isinstance(value, dict):
             raise DispatchError(f"{self.master_uid} did not answer Hello: {final.state} {final.reason()}")
-        return BackendVersion(**value)
+        return BackendVersion.from_dict(value)
 
     async def run_function(
         self, job: FunctionJob, *, timeout: typing.Optional[float] = None
-    ) -> FunctionOutcome:
-        """Run *job* on the Raptor worker.
+    ) -> typing.Optional[FunctionOutcome]:
+        """Run *job* on a Raptor worker.
 
         Returns:
             ``FunctionOutcome(result=text)`` with the :mod:`scalems.call` result
             record, whether or not the function raised; ``FunctionOutcome(error=...)``
-            if the call could not be run (master or worker gone, RP failure, *timeout*).
+            if the call could not be run (its worker died while running it, master
+            gone, RP failure, *timeout*); None if the master gave the call back
+            unstarted because it is stopping (the caller may run it elsewhere).
 
         Raises:
             ResourceError: the job needs more ranks than the worker has.
@@ -214,6 +284,8 @@ class RaptorClient:
             )
         except DispatchError as err:
             return FunctionOutcome(error=str(err))
+        if final.state != rp.DONE and (final.exception or "").find(NOT_STARTED) >= 0:
+            return None
         return self._outcome(job, final)
 
     async def stop(self, *, timeout: float = 60.0) -> None:
@@ -226,6 +298,9 @@ class RaptorClient:
         if self._closed and (master is None or master.done()):
             return
         self._closed = True
+        if self._stopping is not None and not self._stopping.done() and asyncio.current_task() is not self._stopping:
+            await asyncio.wait({self._stopping}, timeout=timeout)
+            return
         deadline = time.monotonic() + timeout
 
         def remaining():

@@ -59,11 +59,20 @@ class BackendVersion:
     """What the master answers to a :class:`~.messages.HelloCommand`.
 
     Lets the client confirm that the far end is a scalems master of a known
-    revision before trusting it with work.
+    revision before trusting it with work, and how many workers it runs.
+    Compare ``name`` and ``version``: :data:`backend_version` has no worker count.
     """
 
     name: str
     version: str
+    workers: typing.Optional[int] = None
+    """Workers the master runs when it answers (None: not reported, an older master)."""
+
+    @classmethod
+    def from_dict(cls, obj: typing.Mapping) -> "BackendVersion":
+        """Decode a Hello answer, ignoring fields a newer master may add."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in obj.items() if key in known})
 
 
 backend_version = BackendVersion(name="scalems.radical.raptor", version=scalems.__version__)

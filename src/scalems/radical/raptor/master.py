@@ -5,13 +5,20 @@ The client never submits scalems work as ordinary RP tasks. It submits
 :meth:`ScaleMSMaster.request_cb` intercepts them:
 
 * :class:`~scalems.radical.raptor.messages.HelloCommand` is answered by the master itself
-  (with :data:`backend_version`);
+  (with :data:`backend_version` and its number of workers);
 * :class:`~scalems.radical.raptor.messages.StopCommand` is acknowledged, then the master
-  lets pending work finish and shuts down with its workers;
+  gives back the calls no worker has started (the client runs them elsewhere), lets
+  the started ones finish and shuts down with its workers;
+* :class:`~scalems.radical.raptor.messages.ResizeWorkers` grows or shrinks the worker
+  pool (:mod:`.pool`);
 * :class:`~scalems.radical.raptor.messages.AddItem` is rewritten *in place* into a
-  ``TASK_FUNCTION`` task for :meth:`ScaleMSWorker.run_in_worker`. Keeping the
+  ``TASK_FUNCTION`` task for :meth:`ScaleMSWorker.run_in_worker` and queued in the
+  pool, which hands it to a worker that has nothing else to do. Keeping the
   client's task uid means the worker's result travels back to the client on
   the very task it submitted: no second lookup, no extra round trip.
+
+A worker that dies is replaced; the call it was running fails, the calls it
+merely held go to other workers (see :mod:`.pool`).
 
 Everything else passes through to normal RP handling.
 """
@@ -23,6 +30,7 @@ __all__ = (
     "CpiHello",
     "CpiStop",
     "CpiAddItem",
+    "CpiResize",
     "ScaleMSMaster",
     "master",
     "parser",
@@ -32,6 +40,7 @@ import abc
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -61,6 +70,7 @@ from .config import (
     check_versioned_modules,
     worker_description,
 )
+from .pool import MARKS_ENV, NOT_STARTED, WorkerPool
 from .worker import ScaleMSWorker
 
 logger = logging.getLogger(__name__)
@@ -120,8 +130,10 @@ class CpiHello(CpiCommand):
 
     @classmethod
     def launch(cls, manager, task):
-        task["return_value"] = dataclasses.asdict(backend_version)
-        task["stdout"] = repr(backend_version)
+        pool = manager.pool
+        answer = dataclasses.replace(backend_version, workers=len(pool.active()) if pool is not None else None)
+        task["return_value"] = dataclasses.asdict(answer)
+        task["stdout"] = repr(answer)
         manager.cpi_finalize(task)
         return []
 
@@ -138,6 +150,25 @@ class CpiStop(CpiCommand):
         logger.info("Stop requested by %s.", task.get("uid"))
         manager.cpi_finalize(task)
         manager.request_stop()
+        return []
+
+
+class CpiResize(CpiCommand):
+    """Grow or shrink the worker pool; acknowledged at once (workers come and go later)."""
+
+    @classmethod
+    def command_class(cls) -> str:
+        return messages.ResizeWorkers.__qualname__
+
+    @classmethod
+    def launch(cls, manager, task):
+        command = messages.ResizeWorkers.decode(task["description"]["metadata"])
+        if manager.pool is None:
+            raise RuntimeError("this master has no worker pool (it does not run in an RP task)")
+        manager._check_accepting()
+        logger.info("Resize to %d worker(s) requested by %s.", command.count, task.get("uid"))
+        manager.pool.resize(command.count)
+        manager.cpi_finalize(task)
         return []
 
 
@@ -194,6 +225,7 @@ class ScaleMSMaster(rp.raptor.Master):
         self._stopping = threading.Event()
         self._stop_thread: typing.Optional[threading.Thread] = None
         self.exit_status = 0
+        self.pool: typing.Optional[WorkerPool] = None
         self._worker_files: typing.Dict[type, str] = {}
         self._rp_ready = "RP_TASK_ID" in os.environ
         if self._rp_ready:
@@ -216,7 +248,12 @@ class ScaleMSMaster(rp.raptor.Master):
         task sandbox), which the workers share even on other nodes.
         """
         with self._worker_file() as worker_file:
-            yield _configure_worker(requirements=requirements, filename=worker_file)
+            marks = os.path.join(os.path.dirname(worker_file), "marks")
+            os.makedirs(marks, exist_ok=True)
+            describe = functools.partial(_configure_worker, requirements=requirements, filename=worker_file, marks=marks)
+            if self._rp_ready:
+                self.pool = WorkerPool(self, marks=marks, describe=lambda: describe()[0])
+            yield describe()
 
     @contextlib.contextmanager
     def _worker_file(self) -> typing.Iterator[str]:
@@ -245,6 +282,8 @@ class ScaleMSMaster(rp.raptor.Master):
             arg = msg.get("arg")
             for thing in arg if isinstance(arg, list) else [arg]:
                 if isinstance(thing, dict) and thing.get("uid") in self._workers:
+                    if self.pool is not None and thing.get("exit_code") is not None:
+                        self.pool.exit_codes[thing["uid"]] = thing.get("exit_code")
                     if thing.get("state") in rp.FINAL:
                         self._workers[thing["uid"]]["status"] = self.DONE
         return result
@@ -276,11 +315,23 @@ class ScaleMSMaster(rp.raptor.Master):
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if self.pool is not None:
+            self.pool.stopping = True
         self._stop_thread = threading.Thread(target=self._drain_and_stop, name="scalems-stop", daemon=True)
         self._stop_thread.start()
 
+    def _give_back(self):
+        """Fail the calls no worker has started, marked :data:`~.pool.NOT_STARTED`: the client runs them elsewhere."""
+        if self.pool is None:
+            return
+        for task in self.pool.give_back():
+            self.cpi_finalize(
+                task, error=RuntimeError(f"{NOT_STARTED}: the scalems Raptor master {self.uid} is stopping")
+            )
+
     def _drain_and_stop(self):
         while True:
+            self._give_back()
             with self._pending_lock:
                 pending = len(self._pending)
             if pending == 0:
@@ -325,6 +376,8 @@ class ScaleMSMaster(rp.raptor.Master):
         logger.error("Raptor master failing: %s", reason)
         self.exit_status = 1
         self._stopping.set()
+        if self.pool is not None:
+            self.pool.stopping = True
         self.stop()
 
     # -- RP callbacks ----------------------------------------------------------
@@ -340,9 +393,9 @@ class ScaleMSMaster(rp.raptor.Master):
             task["exception_detail"] = None
         else:
             task["exit_code"] = 1
-            task["exception"] = repr(error)
+            # Plain text (not a repr): the client shows it as the reason the task failed.
+            task["exception"] = f"{type(error).__name__}: {error}"
             task["exception_detail"] = "".join(traceback.format_exception(error))
-            task["stderr"] = f"{type(error).__name__}: {error}"
         self._result_cb(task)
 
     def request_cb(self, tasks: typing.Sequence[TaskDictionary]) -> typing.List[TaskDictionary]:
@@ -351,6 +404,7 @@ class ScaleMSMaster(rp.raptor.Master):
         A malformed command fails its own task; it never stops the master.
         """
         forward = []
+        calls = []
         for task in tasks:
             description = task["description"]
             try:
@@ -363,14 +417,24 @@ class ScaleMSMaster(rp.raptor.Master):
                 logger.debug("%s carries %s.", task["uid"], command)
                 if isinstance(command, messages.AddItem):
                     self._check_accepting()
-                forward.extend(implementation.launch(self, task))
+                    launched = implementation.launch(self, task)
+                    calls.extend(launched)
+                else:
+                    launched = implementation.launch(self, task)
+                forward.extend(launched)
             except Exception as err:  # noqa: BLE001
                 logger.warning("Failing task %s: %s", task.get("uid"), err)
                 self.cpi_finalize(task, error=err)
         with self._pending_lock:
             for task in forward:
                 self._pending[task["uid"]] = task["description"].get("name") or task["uid"]
-        return forward
+        if self.pool is None or not calls:
+            return forward
+        # scalems calls wait in the pool until a worker is free; only other tasks go on to RP now.
+        for task in calls:
+            self.pool.enqueue(task)
+        queued = {id(task) for task in calls}
+        return [task for task in forward if id(task) not in queued]
 
     def _check_accepting(self):
         if self._stopping.is_set():
@@ -392,6 +456,9 @@ class ScaleMSMaster(rp.raptor.Master):
             with self._pending_lock:
                 for uid in finished:
                     self._pending.pop(uid, None)
+            if self.pool is not None:
+                for uid in finished:
+                    self.pool.finished(uid)
 
     def pending_work(self) -> typing.List[str]:
         """Names of tasks handed to workers and not yet finished."""
@@ -408,8 +475,10 @@ def _worker_launcher() -> str:
     return shutil.which(name) or name
 
 
-def _configure_worker(*, requirements: ClientWorkerRequirements, filename: str) -> RaptorWorkerConfig:
-    """One worker sized by the client's requirements (more workers: a future refinement)."""
+def _configure_worker(
+    *, requirements: ClientWorkerRequirements, filename: str, marks: typing.Optional[str] = None
+) -> RaptorWorkerConfig:
+    """One worker sized by the client's requirements; *marks* is the pool's marks folder (:mod:`.pool`)."""
     return [
         worker_description(
             worker_file=filename,
@@ -417,6 +486,7 @@ def _configure_worker(*, requirements: ClientWorkerRequirements, filename: str) 
             cpu_processes=requirements.cpu_processes,
             gpus_per_process=requirements.gpus_per_process,
             pre_exec=requirements.pre_exec,
+            environment={MARKS_ENV: marks} if marks else None,
             executable=_worker_launcher(),
         )
     ]
@@ -442,10 +512,11 @@ def master(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     """Entry point of the ``scalems_rp_master`` console script; returns the exit status.
 
     Reads the configuration, checks the software versions, starts one worker,
-    waits (bounded) for it to register, then serves until stopped. Exits 1 if
-    the worker never comes up or all workers die, so the client sees the master
-    task fail instead of waiting forever; exits 2 for configuration or
-    compatibility errors.
+    waits (bounded) for it to register, then serves until stopped, tending the
+    worker pool (:mod:`.pool`) every 0.1 s. Exits 1 if the first worker never
+    comes up or no worker is left that could run queued calls (replacements
+    failed to start), so the client sees the master task fail instead of
+    waiting forever; exits 2 for configuration or compatibility errors.
     """
     _setup_logging()
     args = parser.parse_args(argv)
@@ -466,6 +537,7 @@ def master(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
         return 2
 
     with _master.configure_worker(configuration.worker) as descriptions:
+        pool = _master.pool
         uids = _master.submit_workers(descriptions)
         logger.info("Submitted worker(s) %s.", ", ".join(uids))
         _master.start()
@@ -478,14 +550,17 @@ def master(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
             sandbox = os.environ.get("RP_TASK_SANDBOX", os.getcwd())
             _master.fail(f"{problem}; see the worker .err files in {sandbox}")
         while _master.alive():
-            active, alive = _master.live_workers()
-            if not alive and not _master._stopping.is_set():
+            pool.tend()
+            if pool.target and not pool.live() and not _master._stopping.is_set():
                 pending = _master.pending_work()
                 running = f" while running {', '.join(map(repr, pending[:5]))}" if pending else ""
                 more = f" and {len(pending) - 5} more" if len(pending) > 5 else ""
-                _master.fail(f"all workers ended unexpectedly{running}{more}")
+                _master.fail(
+                    f"all workers ended unexpectedly{running}{more} (replacements failed to start; "
+                    f"see the worker .err files in {os.environ.get('RP_TASK_SANDBOX', os.getcwd())})"
+                )
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
         _master.join()
         # Let workers see the stop and leave before their module file goes away.
         deadline = time.monotonic() + 10

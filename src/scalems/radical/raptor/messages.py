@@ -5,7 +5,12 @@ It submits small *command* tasks to the scalems Raptor master: the task's
 ``mode`` is :data:`CPI_MESSAGE` (``"scalems.cpi"``) and its ``metadata`` holds
 :meth:`Command.encode` of one of the classes below. The master recognises the
 mode, rebuilds the command with :meth:`Command.decode`, and acts on it (say
-hello, stop, or turn an encoded work item into tasks for its workers).
+hello, stop, resize its worker pool, or turn an encoded work item into tasks
+for its workers).
+
+A master that does not know a command (an older scalems) fails that command's
+task with a :class:`~scalems.exceptions.ProtocolError` naming it; it keeps
+serving the others, so a newer client can fall back.
 
 RADICAL-Pilot ships ``metadata`` through msgpack, so an encoded command is a
 plain ``dict`` of strings, numbers, lists and dicts, and nothing else.
@@ -15,7 +20,7 @@ plain ``dict`` of strings, numbers, lists and dicts, and nothing else.
 
 from __future__ import annotations
 
-__all__ = ("CPI_MESSAGE", "AddItem", "Command", "HelloCommand", "StopCommand")
+__all__ = ("CPI_MESSAGE", "AddItem", "Command", "HelloCommand", "ResizeWorkers", "StopCommand")
 
 import dataclasses
 import json
@@ -133,3 +138,23 @@ class AddItem(Command):
     def __post_init__(self):
         if not isinstance(self.encoded_item, str):
             raise TypeError(f"AddItem.encoded_item must be a str, got {type(self.encoded_item).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeWorkers(Command):
+    """Ask the master to run *count* workers from now on.
+
+    The master submits workers to grow; to shrink it stops handing out work
+    until enough workers are idle, then ends those (a worker is never ended
+    while it holds a call). ``count == 0`` leaves the master alone, holding
+    queued calls until the pool grows again.
+
+    Attributes:
+        count: wanted number of workers (``>= 0``).
+    """
+
+    count: int
+
+    def __post_init__(self):
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
+            raise TypeError(f"ResizeWorkers.count must be an integer >= 0, got {self.count!r}")
