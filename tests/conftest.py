@@ -107,6 +107,7 @@ CONTRACT_BACKENDS = (
     pytest.param("raptor", id="raptor", marks=pytest.mark.radical),
     # On the Slurm cluster of tools/slurm.sh (local.slurm): the pilot is a batch job, tasks run under srun.
     pytest.param("slurm", id="slurm", marks=[pytest.mark.radical, pytest.mark.slurm]),
+    pytest.param("slurm-raptor", id="slurm-raptor", marks=[pytest.mark.radical, pytest.mark.slurm]),
 )
 
 

@@ -373,38 +373,53 @@ def _restore_stream(path: pathlib.Path, text: str, final: FinalTaskState, note: 
     path.write_text(text)
 
 
-#: A line Slurm's launcher writes into a failed task's stderr ("srun: error: node1: task 0: Exited
-#: with exit code 3", "slurmstepd: error: *** STEP 5.2 ON node1 CANCELLED ...").
+#: A line Slurm's launcher writes into a task's stderr: at the end of a failed one ("srun: error:
+#: node1: task 0: Exited with exit code 3", "slurmstepd: error: *** STEP 5.2 ON node1 CANCELLED"),
+#: at the start of one that waited for its step ("srun: Job 84 step creation temporarily disabled").
 _LAUNCHER_LINE = re.compile(rb"^(srun|slurmstepd): ")
+_LAUNCHER_PREFIXES = (b"srun: ", b"slurmstepd: ")
 
 
-def _drop_launcher_report(path: pathlib.Path, label: str) -> None:
-    """Take the launcher's own trailing lines out of a failed task's stderr file.
+def _drop_launcher_lines(path: pathlib.Path, label: str, failed: bool) -> None:
+    """Take the launcher's own leading and trailing lines out of a task's stderr file.
 
-    RP runs the program under the launch method (``srun`` on Slurm) with both
-    writing to one stderr; srun appends its report of a failed step. The file is the
-    program's stderr, as with scalems.local, so those lines go to the log instead.
+    RP runs the program under the launch method (``srun`` on Slurm) with both writing
+    to one stderr. The file is the program's stderr, as with scalems.local, so srun's
+    lines go to the log instead. Cheap when there are none: the first bytes tell whether
+    the file starts with one; the end is read only for a failed task.
     """
     try:
         with open(path, "rb") as fh:
+            head = fh.read(len(_LAUNCHER_PREFIXES[1]))
+            leading = head.startswith(_LAUNCHER_PREFIXES)
+            if not leading and not failed:
+                return
             size = fh.seek(0, os.SEEK_END)
-            start = max(0, size - 8192)
+            start = 0 if leading else max(0, size - 8192)
             fh.seek(start)
-            tail = fh.read()
+            text = fh.read()
     except OSError:
         return
-    lines = tail.splitlines(keepends=True)
-    keep = len(lines)
-    while keep > (1 if start else 0) and _LAUNCHER_LINE.match(lines[keep - 1]):
-        keep -= 1
-    if keep == len(lines):
+    lines = text.splitlines(keepends=True)
+    first = 0
+    if leading:
+        while first < len(lines) and _LAUNCHER_LINE.match(lines[first]):
+            first += 1
+    last = len(lines)
+    if failed:
+        while last > max(first, 1 if start else 0) and _LAUNCHER_LINE.match(lines[last - 1]):
+            last -= 1
+    if first == 0 and last == len(lines):
         return
-    report = b"".join(lines[keep:])
+    report = b"".join(lines[:first] + lines[last:])
     try:
-        os.truncate(path, start + len(b"".join(lines[:keep])))
+        if first:
+            path.write_bytes(b"".join(lines[first:last]))
+        else:
+            os.truncate(path, start + len(b"".join(lines[:last])))
     except OSError:
         return
-    logger.info("The launcher reported on %r: %s", label, report.decode(errors="replace").strip())
+    logger.info("The launcher wrote on %r: %s", label, report.decode(errors="replace").strip())
 
 
 def executable_outcome(job: ExecutableJob, final: FinalTaskState, program: str) -> ExecutableOutcome:
@@ -412,8 +427,7 @@ def executable_outcome(job: ExecutableJob, final: FinalTaskState, program: str) 
     directory = pathlib.Path(job.directory)
     _restore_stream(directory / job.stdout, final.stdout, final, note=False)
     _restore_stream(directory / job.stderr, final.stderr, final, note=True)
-    if final.exit_code != 0:
-        _drop_launcher_report(directory / job.stderr, job.label)
+    _drop_launcher_lines(directory / job.stderr, job.label, failed=final.exit_code != 0)
     if final.state == rp.CANCELED:
         return ExecutableOutcome(exitcode=None, error=f"{final.describe()} (cancelled by RADICAL-Pilot)")
     stderr = _read_tail(directory / job.stderr) or final.stderr
