@@ -43,6 +43,9 @@ class ProgressLine:
             parts.append(f"{c['cached']} cached")
         if c["failed"]:
             parts.append(f"{c['failed']} failed")
+        status = getattr(self._manager, "backend_status", None)
+        if status:
+            parts.append(status)
         return "[scalems] " + ", ".join(parts)
 
     def _run(self):

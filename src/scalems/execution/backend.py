@@ -48,6 +48,10 @@ class Backend(abc.ABC, typing.Generic[ConfigT, RuntimeT]):
 
     runtime: typing.Optional[RuntimeT] = None
 
+    #: What the backend is busy with before it can run tasks (e.g. creating a task
+    #: environment), for the progress line; None when there is nothing to say.
+    status: typing.Optional[str] = None
+
     def __init__(self, *, configuration: ConfigT):
         self._configuration = configuration
         self._exit_stack: typing.Optional[contextlib.AsyncExitStack] = None

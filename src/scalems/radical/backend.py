@@ -17,6 +17,7 @@ __all__ = ("RadicalBackend", "executor_factory", "current_configuration")
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import logging
 import os
@@ -28,6 +29,7 @@ from scalems.exceptions import (
     ConfigurationError,
     DispatchError,
     MissingDependencyError,
+    SoftwareCompatibilityError,
 )
 
 try:
@@ -45,6 +47,7 @@ from scalems.execution import (
 )
 from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
+from . import task_environment
 from .batch_job import pilot_job_note
 from .runtime_configuration import RuntimeConfiguration
 from .session import RuntimeSession
@@ -172,11 +175,14 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
         return self._raptor
 
     async def runtime_startup(self) -> RuntimeSession:
-        """Start the RP session and pilot; with ``enable_raptor``, the scalems Raptor master.
+        """Start the RP session and pilot, prepare the task environment; with
+        ``enable_raptor``, the scalems Raptor master.
 
         Raises:
             DispatchError: the pilot could not be started (the message says where its logs are).
             ConfigurationError: RP refused the configuration.
+            SoftwareCompatibilityError: the task environment could not be created, or does
+                not match the client's versions.
         """
         config = self.configuration()
         self._watcher = TaskWatcher(asyncio.get_running_loop())
@@ -192,19 +198,48 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             if timeout is None and config.is_local:
                 timeout = LOCAL_PILOT_STARTUP_TIMEOUT
             await self._step(runtime, runtime.wait_for_pilot, timeout, what="pilot start-up")
+            await self._prepare_task_environment(runtime)
             if config.enable_raptor:
                 self._raptor = await self._start_raptor(runtime)
         except BaseException as error:
-            if not isinstance(error, (asyncio.CancelledError, DispatchError, ConfigurationError)):
+            expected = (asyncio.CancelledError, DispatchError, ConfigurationError, SoftwareCompatibilityError)
+            if not isinstance(error, expected):
                 logger.exception("RADICAL-Pilot start-up failed")
             try:
                 await self._teardown(runtime)
             except asyncio.CancelledError:
                 pass
-            if isinstance(error, (ValueError, RuntimeError)) and not isinstance(error, ConfigurationError):
+            if isinstance(error, (ValueError, RuntimeError)) and not isinstance(error, expected):
                 raise DispatchError(f"RADICAL-Pilot could not be started: {error}") from error
             raise
         return runtime
+
+    async def _prepare_task_environment(self, runtime: RuntimeSession) -> None:
+        """Before any task: provision the task environment (no ``--venv``, not
+        ``local.localhost``), then check it against the client (:mod:`.task_environment`).
+
+        A provisioned environment replaces the configuration by a copy naming it, which
+        every task (and the Raptor master) then activates.
+        """
+        config = self.configuration()
+        provisioned = config.provisions_task_environment
+        if provisioned:
+            plan = await asyncio.to_thread(
+                task_environment.plan, config, runtime.pilot(), self.session_dir / "task-env"
+            )
+            path = await task_environment.provision(
+                config, plan, self._submitter, self._aliases, status=self._set_status
+            )
+            config = dataclasses.replace(config, target_venv=path, provisioned=True)
+            self._configuration = config
+            _configuration.set(config)
+        if task_environment.needs_version_check(config):
+            await task_environment.check_versions(
+                config, self._submitter, provisioned=provisioned, status=self._set_status
+            )
+
+    def _set_status(self, note: typing.Optional[str]) -> None:
+        self.status = note
 
     async def _open_session(self, config: RuntimeConfiguration) -> RuntimeSession:
         """Create the RP session, its managers and the pilot; start over once if RP hangs.

@@ -132,6 +132,11 @@ class WorkflowManager:
         return self._scheduler is not None and self._scheduler.backend_state in ("running", "failed")
 
     @property
+    def backend_status(self) -> typing.Optional[str]:
+        """What the backend is busy with before it runs tasks (for the progress line), if anything."""
+        return getattr(self._backend, "status", None)
+
+    @property
     def backend_error(self) -> typing.Optional[BaseException]:
         """Why the backend could not start, if it could not."""
         return None if self._scheduler is None else self._scheduler.backend_error
