@@ -97,3 +97,33 @@ def test_mismatched_venv_fails_before_any_task(slurm_run, tmp_path):
     assert f"scalems: client {SCALEMS_VERSION}, task environment 0.0.1" in done.stderr, done.stderr
     assert str(venv) in done.stderr
     assert not ran.exists(), "a task of the workflow ran"
+
+
+def test_failed_creation_names_the_environment_and_pips_complaint(slurm_run, tmp_path):
+    slurm = slurm_run
+    work = tmp_path / "work"
+    work.mkdir()
+    ran = tmp_path / "ran"
+    script = write_script(
+        work,
+        "flow.py",
+        f"""
+        import scalems
+        @scalems.app
+        def main():
+            scalems.executable(["touch", "{ran}"], label="touch")
+        """,
+    )
+    missing = "scalems-test-no-such-distribution"
+    done = run_module(
+        "scalems.radical", *RP_OPTIONS, "--task-pip", missing, script, cwd=work, timeout=900, env=slurm.env
+    )
+    assert done.returncode == 1, done.stderr
+    found = re.search(r"SoftwareCompatibilityError: scalems could not create the task environment (\S+) ", done.stderr)
+    assert found, done.stderr
+    path = pathlib.Path(found.group(1))
+    assert path.parent == pathlib.Path(os.environ["HOME"]) / "radical.pilot.sandbox"
+    assert f"No matching distribution found for {missing}" in done.stderr, done.stderr
+    assert not path.exists(), "a half-built environment was left for later sessions"
+    assert pathlib.Path(f"{path}.log").is_file()
+    assert not ran.exists()
