@@ -127,3 +127,18 @@ def test_failed_creation_names_the_environment_and_pips_complaint(slurm_run, tmp
     assert not path.exists(), "a half-built environment was left for later sessions"
     assert pathlib.Path(f"{path}.log").is_file()
     assert not ran.exists()
+
+
+def test_raptor_worker_runs_in_the_provisioned_environment(slurm_run, tmp_path):
+    slurm = slurm_run
+    work = tmp_path / "work"
+    work.mkdir()
+    script = write_script(work, "where.py", "import json\n" + WHERE)
+    done = run_module(
+        "scalems.radical", *RP_OPTIONS, "--enable-raptor", script, cwd=work, timeout=900, env=slurm.env
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    prefix, version = json.loads(line[len("RESULT "):])
+    assert pathlib.Path(prefix).name.startswith("scalems-env-") and version == SCALEMS_VERSION
+    assert "Submitted scalems Raptor master" in done.stderr, done.stderr
