@@ -17,6 +17,13 @@ def test_progress_text_counts_tasks():
     assert text == "[scalems] 5/10 finished, 2 running, 3 cached, 1 failed"
 
 
+def test_progress_text_says_what_the_backend_prepares():
+    manager = FakeManager()
+    manager.backend_status = "creating the task environment /shared/scalems-env-0123456789abcdef"
+    text = ProgressLine(manager).text()
+    assert text.endswith(", 1 failed, creating the task environment /shared/scalems-env-0123456789abcdef")
+
+
 def test_progress_draws_and_clears_on_a_terminal(monkeypatch):
     stream = io.StringIO()
     monkeypatch.setattr(ProgressLine, "DELAY", 0.0)

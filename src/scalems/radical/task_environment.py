@@ -5,8 +5,9 @@ environment* at the resource. The user may name one (``--venv``); otherwise, on
 every resource but ``local.localhost``, scalems provisions one:
 
 * a virtual environment on the resource's shared file system, holding the
-  client's exact versions of scalems, dill and radical.pilot plus the workflow's
-  extra requirements (``--task-requirements``, ``--task-pip``);
+  client's exact versions of scalems, dill and radical.pilot (and of mpi4py and
+  mpich when the client has them) plus the workflow's extra requirements
+  (``--task-requirements``, ``--task-pip``);
 * scalems goes in as a wheel built here from the client's own installed package
   (:func:`build_wheel`; scalems need not be on a package index, and an editable
   install works), staged to the resource with the task that builds the env;
@@ -137,10 +138,7 @@ def client_versions() -> typing.Dict[str, typing.Optional[str]]:
     """Python (major.minor) and the :data:`PINNED` distributions' versions of this client."""
     versions: typing.Dict[str, typing.Optional[str]] = {"python": "%d.%d" % sys.version_info[:2]}
     for name in PINNED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = _installed_version(name)
     return versions
 
 
@@ -214,9 +212,28 @@ def build_wheel(directory: typing.Union[str, os.PathLike]) -> typing.Tuple[pathl
 # -- what to build, and where ---------------------------------------------------------------------
 
 
+#: Installed in a provisioned environment at the client's versions when the client has them:
+#: MPI function tasks and the Raptor worker (RP's MPIWorker, even with one rank) import mpi4py,
+#: and a pip-installed mpi4py needs an MPI library (the mpich wheel) at the resource too.
+MPI_PACKAGES = ("mpi4py", "mpich")
+
+
+def _installed_version(name: str) -> typing.Optional[str]:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def requirements_text(configuration: RuntimeConfiguration, versions: typing.Mapping[str, typing.Optional[str]]) -> str:
     """The pip requirements file of a provisioned environment (scalems itself comes as the wheel)."""
     lines = [f"{name}=={versions[name]}" for name in PINNED if name != "scalems" and versions.get(name)]
+    for name in MPI_PACKAGES:
+        version = _installed_version(name)
+        if version:
+            lines.append(f"{name}=={version}")
+        elif name == "mpi4py" and configuration.enable_raptor:
+            lines.append("mpi4py>=3.1  # the Raptor worker needs it")
     if configuration.task_requirements:
         lines.append(f"# from --task-requirements {configuration.task_requirements}")
         lines.extend(pathlib.Path(configuration.task_requirements).read_text().splitlines())
