@@ -364,7 +364,8 @@ def _report(manager, limit: int = 10) -> bool:
         print(f"  ... and {len(done) - limit} more under {manager.directory / 'scalems_tasks'}", file=sys.stderr)
     backend_error = manager.backend_error
     if backend_error is not None:
-        print(f"scalems: error: the backend could not start: {backend_error}", file=sys.stderr)
+        kind = type(backend_error).__name__
+        print(f"scalems: error: the backend could not start: {kind}: {backend_error}", file=sys.stderr)
     unrunnable = [t for t in failed if backend_error is not None and t.exception().__cause__ is backend_error]
     if unrunnable:
         print(f"  {len(unrunnable)} task(s) could not run because of it.", file=sys.stderr)

@@ -17,7 +17,7 @@ import scalems.radical  # noqa: E402
 from scalems.exceptions import ConfigurationError, MissingDependencyError  # noqa: E402
 from scalems.execution import FunctionJob, InputFile, Resources  # noqa: E402
 from scalems.radical import RuntimeConfiguration  # noqa: E402
-from scalems.radical.runtime_configuration import known_resources, parse_pilot_option  # noqa: E402
+from scalems.radical.runtime_configuration import get_pre_exec, known_resources, parse_pilot_option  # noqa: E402
 from scalems.radical.task import PathAliases, describe_executable, describe_function  # noqa: E402
 
 BASE = ["--resource", "local.localhost"]
@@ -164,10 +164,12 @@ def test_resource_config_in_the_1_40_format_is_accepted(user_resource_dir):
     assert config.access == "ssh" and "newsite.localhost" in known_resources()
 
 
-def test_venv_required_for_remote_resources_and_defaulted_locally(tmp_path):
+def test_venv_optional_provisioned_off_localhost_and_defaulted_on_it(tmp_path):
     remote = next(name for name in known_resources() if not name.startswith("local."))
-    with pytest.raises(ConfigurationError, match="--venv"):
-        scalems.radical.configuration(["--resource", remote])
+    provisioned = scalems.radical.configuration(["--resource", remote])
+    assert provisioned.target_venv is None and provisioned.provisions_task_environment
+    with pytest.raises(ConfigurationError, match="not provisioned yet"):
+        get_pre_exec(provisioned)
     config = scalems.radical.configuration(["--resource", remote, "--venv", "/remote/venv"])
     assert config.target_venv == "/remote/venv"
     assert config.pilot_description()["nodes"] == 1

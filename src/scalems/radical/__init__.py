@@ -3,12 +3,15 @@
 Command line::
 
     python -m scalems.radical --resource local.localhost myworkflow.py
-    python -m scalems.radical --resource ornl.frontier --venv /path/to/venv \\
+    python -m scalems.radical --resource ornl.frontier \\
         --pilot-option project=abc123 --pilot-option nodes=2 --pilot-option runtime=60 myworkflow.py
 
 Options: ``--resource`` (an RP resource label; list them with
 ``radical-pilot-resources``), ``--access`` (access schema), ``--venv`` (the Python
-environment tasks activate at the resource; optional for ``local.*``),
+environment tasks activate at the resource; without it, the client's own on
+``local.localhost``, elsewhere one that scalems provisions at the resource:
+:mod:`scalems.radical.task_environment`, with ``--task-requirements``, ``--task-pip``
+and ``--task-env-root``),
 ``--pilot-option KEY=VALUE`` (any :class:`radical.pilot.PilotDescription` field,
 typed as RP declares it; the pilot's ``runtime`` defaults to 30 minutes) and
 ``--enable-raptor`` (function calls through a long-lived scalems Raptor worker).

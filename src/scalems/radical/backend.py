@@ -19,6 +19,7 @@ __all__ = ("RadicalBackend", "executor_factory", "current_configuration")
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import logging
 import os
@@ -30,6 +31,7 @@ from scalems.exceptions import (
     ConfigurationError,
     DispatchError,
     MissingDependencyError,
+    SoftwareCompatibilityError,
 )
 
 try:
@@ -47,6 +49,7 @@ from scalems.execution import (
 )
 from scalems.execution.waiting import await_bounded, in_thread, wait_within
 
+from . import task_environment
 from .allocation import PilotBudget, PilotShape, pilot_shape
 from .batch_job import batch_system, pilot_job_note
 from .queue_watch import QueueWatch
@@ -187,11 +190,14 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
         return self._raptor
 
     async def runtime_startup(self) -> RuntimeSession:
-        """Start the RP session and pilot; with ``enable_raptor``, the scalems Raptor master.
+        """Start the RP session and pilot, prepare the task environment; with
+        ``enable_raptor``, the scalems Raptor master.
 
         Raises:
             DispatchError: the pilot could not be started (the message says where its logs are).
             ConfigurationError: RP refused the configuration.
+            SoftwareCompatibilityError: the task environment could not be created, or does
+                not match the client's versions.
         """
         config = self.configuration()
         self._watcher = TaskWatcher(asyncio.get_running_loop())
@@ -218,6 +224,7 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
                     await self._step(
                         runtime, runtime.wait_for_pilot, _raptor_client_class().startup_timeout, what="pilot activation"
                     )
+                await self._prepare_task_environment(runtime)
             finally:
                 self.status_note = None
             pilot = runtime.pilot()
@@ -234,19 +241,44 @@ class RadicalBackend(RuntimeManager[RuntimeConfiguration, RuntimeSession]):
             if shape is not None:
                 self.limiter.set_pilot(shape, self._raptor)
         except BaseException as error:
-            if not isinstance(error, (asyncio.CancelledError, DispatchError, ConfigurationError)):
+            expected = (asyncio.CancelledError, DispatchError, ConfigurationError, SoftwareCompatibilityError)
+            if not isinstance(error, expected):
                 logger.exception("RADICAL-Pilot start-up failed")
             try:
                 await self._teardown(runtime)
             except asyncio.CancelledError:
                 pass
-            if isinstance(error, (ValueError, RuntimeError)) and not isinstance(error, ConfigurationError):
+            if isinstance(error, (ValueError, RuntimeError)) and not isinstance(error, expected):
                 raise DispatchError(f"RADICAL-Pilot could not be started: {error}") from error
             raise
         return runtime
 
     def _set_status_note(self, note: typing.Optional[str]) -> None:
         self.status_note = note
+
+    async def _prepare_task_environment(self, runtime: RuntimeSession) -> None:
+        """Before any task: provision the task environment (no ``--venv``, not
+        ``local.localhost``), then check it against the client (:mod:`.task_environment`).
+
+        A provisioned environment replaces the configuration by a copy naming it, which
+        every task (and the Raptor master) then activates.
+        """
+        config = self.configuration()
+        provisioned = config.provisions_task_environment
+        if provisioned:
+            plan = await asyncio.to_thread(
+                task_environment.plan, config, runtime.pilot(), self.session_dir / "task-env"
+            )
+            path = await task_environment.provision(
+                config, plan, self._submitter, self._aliases, status=self._set_status_note
+            )
+            config = dataclasses.replace(config, target_venv=path, provisioned=True)
+            self._configuration = config
+            _configuration.set(config)
+        if task_environment.needs_version_check(config):
+            await task_environment.check_versions(
+                config, self._submitter, provisioned=provisioned, status=self._set_status_note
+            )
 
     async def _open_session(self, config: RuntimeConfiguration) -> RuntimeSession:
         """Create the RP session, its managers and the pilot; start over once if RP hangs.

@@ -253,8 +253,10 @@ class RuntimeConfiguration:
     Attributes:
         execution_target: RP resource label (``--resource``), e.g. ``local.localhost``.
         target_venv: Python environment that tasks activate at the execution site
-            (``--venv``). Defaults to this interpreter's environment for ``local.*``
-            resources; required otherwise.
+            (``--venv``). None: on ``local.localhost`` (without extra task requirements),
+            this interpreter's environment; elsewhere scalems provisions one at the
+            resource once the pilot is active (:mod:`.task_environment`) and the backend
+            then runs with a copy of this configuration naming it.
         rp_resource_params: further :class:`radical.pilot.PilotDescription` fields
             (``--pilot-option``), already typed.
         access: access schema of the resource (``--access``), or None for its default.
@@ -271,6 +273,12 @@ class RuntimeConfiguration:
             registry request that is never answered); past this bound the session is closed
             and a new one started, once.
         close_timeout: seconds allowed for closing the RP session.
+        task_requirements: a pip requirements file (on this machine) whose packages go into
+            a provisioned task environment (``--task-requirements``).
+        task_pip: further pip requirement specifiers for it (``--task-pip``, repeatable).
+        task_env_root: directory at the resource that holds provisioned task environments
+            (``--task-env-root``; default: RP's resource sandbox, see
+            :func:`.task_environment.default_root`).
     """
 
     execution_target: str = "local.localhost"
@@ -283,6 +291,11 @@ class RuntimeConfiguration:
     pilot_startup_timeout: typing.Optional[float] = None
     session_startup_timeout: float = 120.0
     close_timeout: float = 120.0
+    task_requirements: typing.Optional[str] = None
+    task_pip: typing.Tuple[str, ...] = ()
+    task_env_root: typing.Optional[str] = None
+    #: True in the copy the backend makes once scalems has provisioned ``target_venv``.
+    provisioned: bool = False
 
     def __post_init__(self):
         # Normalize and check eagerly: a bad configuration must fail before a session starts.
@@ -297,16 +310,16 @@ class RuntimeConfiguration:
         params = {key: _check_value(key, value) for key, value in dict(self.rp_resource_params or {}).items()}
         object.__setattr__(self, "rp_resource_params", params)
         object.__setattr__(self, "pre_exec", tuple(self.pre_exec or ()))
+        self._check_task_environment_options()
         venv = self.target_venv
         if venv is None or venv == "":
-            if not self.is_local:
-                raise ConfigurationError(
-                    f"--venv is required for resource {self.execution_target!r}: give the path of a Python "
-                    "virtual environment at the execution site that has scalems installed."
-                )
-            venv = _running_venv()
-        venv = os.fspath(venv)
-        if self.is_local:
+            if self.execution_target != "local.localhost" or self.task_pip or self.task_requirements:
+                venv = None  # provisioned at the resource once the pilot is active
+            else:
+                venv = _running_venv()
+        if venv is not None:
+            venv = os.fspath(venv)
+        if venv is not None and self.is_local:
             venv = os.path.abspath(os.path.expanduser(venv))
             if not any(os.path.exists(os.path.join(venv, "bin", name)) for name in ("python3", "python")):
                 raise ConfigurationError(
@@ -320,6 +333,45 @@ class RuntimeConfiguration:
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
 
+    def _check_task_environment_options(self):
+        object.__setattr__(self, "task_pip", tuple(self.task_pip or ()))
+        given = {
+            "--task-pip": self.task_pip,
+            "--task-requirements": self.task_requirements,
+            "--task-env-root": self.task_env_root,
+        }
+        extras = [name for name, value in given.items() if value]
+        if extras and self.target_venv and not self.provisioned:
+            raise ConfigurationError(
+                f"{' and '.join(extras)} describe the task environment scalems provisions; with --venv "
+                f"{self.target_venv!r} tasks use that environment as it is: install what they need there, "
+                "or drop --venv."
+            )
+        for spec in self.task_pip:
+            if not spec.strip() or "\n" in spec:
+                raise ConfigurationError(f"--task-pip {spec!r} is not a pip requirement specifier")
+        if self.task_requirements is not None:
+            path = os.path.abspath(os.path.expanduser(os.fspath(self.task_requirements)))
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                raise ConfigurationError(f"--task-requirements {path!r} is not a readable file")
+            object.__setattr__(self, "task_requirements", path)
+        if self.task_env_root is not None:
+            root = os.fspath(self.task_env_root)
+            if self.is_local:
+                root = os.path.abspath(os.path.expanduser(root))
+            elif not root.startswith("/"):
+                raise ConfigurationError(f"--task-env-root {root!r} must be an absolute path at the resource")
+            object.__setattr__(self, "task_env_root", root)
+
+    @property
+    def provisions_task_environment(self) -> bool:
+        """True until scalems has provisioned the task environment (no --venv given, see ``target_venv``)."""
+        return self.target_venv is None
+
+    def resource_config(self) -> dict:
+        """RP's resource config of ``execution_target`` (as the client sees it)."""
+        return dict(_resource_config(self.execution_target))
+
     @property
     def is_local(self) -> bool:
         """True for resources on this machine (RP's ``local`` site): sandboxes share our file system."""
@@ -327,6 +379,8 @@ class RuntimeConfiguration:
 
     @property
     def venv_bin(self) -> str:
+        if self.target_venv is None:
+            raise ConfigurationError("the task environment is not provisioned yet")
         return os.path.join(self.target_venv, "bin")
 
     @property
@@ -362,6 +416,8 @@ def get_pre_exec(configuration: RuntimeConfiguration) -> typing.List[str]:
     A plain ``PATH`` prepend is the fallback for environments without ``bin/activate``
     (a system or conda prefix).
     """
+    if configuration.target_venv is None:
+        raise ConfigurationError("the task environment is not provisioned yet: no task can be described")
     venv = shlex.quote(configuration.target_venv)
     lines = [
         f'if test -f {venv}/bin/activate; then . {venv}/bin/activate; else export PATH={venv}/bin:"$PATH"; fi'
@@ -391,9 +447,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--venv",
         metavar="PATH",
         default=None,
-        help="Path to the (pre-configured) Python virtual environment in which RP tasks execute at the "
-        "resource; it must have scalems installed. Optional for local.* resources (default: the "
-        "environment running this command); required otherwise.",
+        help="Path, at the resource, of a Python virtual environment in which RP tasks run; it must have the "
+        "client's versions of Python (major.minor), scalems, dill and radical.pilot (checked before any task "
+        "runs). Default: on local.localhost the environment running this command; elsewhere scalems "
+        "provisions one at the resource, reused by later sessions.",
+    )
+    group.add_argument(
+        "--task-requirements",
+        dest="task_requirements",
+        metavar="FILE",
+        default=None,
+        help="A pip requirements file of the workflow's own packages, installed into the task environment "
+        "scalems provisions (not with --venv).",
+    )
+    group.add_argument(
+        "--task-pip",
+        dest="task_pip",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="A pip requirement (e.g. 'numpy>=1.26') for the task environment scalems provisions (repeatable; "
+        "not with --venv).",
+    )
+    group.add_argument(
+        "--task-env-root",
+        dest="task_env_root",
+        metavar="DIR",
+        default=None,
+        help="Directory at the resource (shared file system) that holds the task environments scalems "
+        "provisions, as scalems-env-<key>. Default: RP's resource sandbox, "
+        "<default_remote_workdir>/radical.pilot.sandbox.",
     )
     group.add_argument(
         "--pilot-option",
@@ -420,7 +503,8 @@ def configuration(
 
     Raises:
         ConfigurationError: an option value is invalid (unknown resource, access schema or
-            pilot option key, badly typed value, missing --venv for a remote resource).
+            pilot option key, badly typed value, a --task-* option with --venv, an unreadable
+            --task-requirements file).
     """
     if args is None or not isinstance(args, argparse.Namespace):
         options = argparse.ArgumentParser(add_help=False)
@@ -439,6 +523,9 @@ def configuration(
         rp_resource_params=pilot_options,
         access=getattr(args, "access", None),
         enable_raptor=bool(getattr(args, "enable_raptor", False)),
+        task_requirements=getattr(args, "task_requirements", None),
+        task_pip=tuple(getattr(args, "task_pip", None) or ()),
+        task_env_root=getattr(args, "task_env_root", None),
     )
 
 

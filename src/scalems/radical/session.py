@@ -73,8 +73,8 @@ def _amend_launch_methods(session, configuration: RuntimeConfiguration):
     publishes in its registry; components started later (the pilot launcher)
     read it from there. Amend both copies before the PilotManager exists.
     """
-    if not configuration.is_local:
-        return
+    if not configuration.is_local or configuration.target_venv is None:
+        return  # a provisioned task environment has no mpiexec of its own
     venv_bin = configuration.venv_bin
     if not any(os.access(os.path.join(venv_bin, name), os.X_OK) for name in ("mpiexec", "mpirun")):
         return

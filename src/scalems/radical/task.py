@@ -287,9 +287,15 @@ def _client_python_path() -> typing.List[str]:
     """Directories of user code on this interpreter's ``sys.path`` (not the installation's own).
 
     Functions from modules beside a workflow script are pickled by reference, so a
-    task on this machine needs the same directories to import them.
+    task on this machine needs the same directories to import them. The folder this
+    client's scalems is imported from is left out.
     """
     installed = {os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p}
+    # Where this client's scalems comes from (an editable install's source folder): tasks must
+    # import the task environment's scalems, whose version the session checked.
+    import scalems
+
+    installed.update(os.path.realpath(os.path.dirname(p)) for p in scalems.__path__)
     found = []
     for entry in sys.path:
         path = os.path.realpath(entry or os.getcwd())
