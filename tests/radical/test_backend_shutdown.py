@@ -19,7 +19,7 @@ rp = pytest.importorskip("radical.pilot")
 
 from scalems.exceptions import DispatchError  # noqa: E402
 from scalems.execution import ExecutableJob  # noqa: E402
-from scalems.radical.session import _own_processes_matching  # noqa: E402
+from scalems.execution.processes import processes_marked  # noqa: E402
 
 pytestmark = pytest.mark.radical
 
@@ -62,13 +62,13 @@ def close_leaves_no_processes_and_nothing_outside(rp_backend, caplog):
     caplog.set_level(logging.INFO, logger="scalems")
     root_handlers = list(logging.getLogger().handlers)
     assert sid and sid in str(rp_backend.executor.runtime.session.path)
-    assert _own_processes_matching([sid.encode()]), (
+    assert processes_marked([sid.encode()]), (
         "the scan must see the running session, or it proves nothing"
     )
     started = time.monotonic()
     rp_backend.close()
     closing_time = time.monotonic() - started
-    left = _own_processes_matching([sid.encode()])
+    left = processes_marked([sid.encode()])
     assert not left, f"RP processes of {sid} left behind: {left}"
     assert closing_time < 120
     # RP closes the handlers of the root logger with its own; the backend puts them back.

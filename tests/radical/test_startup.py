@@ -16,7 +16,7 @@ rp = pytest.importorskip("radical.pilot")
 
 from scalems.exceptions import DispatchError  # noqa: E402
 from scalems.radical import RadicalBackend, RuntimeConfiguration  # noqa: E402
-from scalems.radical.session import _own_processes_matching  # noqa: E402
+from scalems.execution.processes import processes_marked  # noqa: E402
 
 pytestmark = [pytest.mark.radical, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ def _assert_nothing_left(base):
     # Usually one session; two if RP hung while setting up the first and it was replaced.
     sids = _session_ids(base)
     assert 1 <= len(sids) <= 2, sids
-    left = _own_processes_matching([sid.encode() for sid in sids])
+    left = processes_marked([sid.encode() for sid in sids])
     assert not left, f"processes of {sids} left behind: {left}"
 
 
@@ -138,7 +138,7 @@ class _TaskManagerThatHangs:
 def _assert_sessions_ended(base, count):
     sids = _session_ids(base)
     assert len(sids) == count
-    left = _own_processes_matching([sid.encode() for sid in sids])
+    left = processes_marked([sid.encode() for sid in sids])
     assert not left, f"processes of {sids} left behind: {left}"
 
 
