@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 import warnings
@@ -420,7 +421,9 @@ def test_worker_crash_fails_only_its_call_and_the_worker_is_replaced(raptor_back
 
     doomed, crashed, later, alive, hello = raptor_backend.call(scenario(), timeout=300)
     assert crashed.result is None
-    assert "ended (exit status 3) while running 'die()'" in crashed.error and "not run again" in crashed.error
+    # The exit status is named when RP reports it in time (it may mark the worker done first).
+    assert re.search(r"ended( \(exit status 3\))? while running 'die\(\)'", crashed.error), crashed.error
+    assert "not run again" in crashed.error
     assert alive and hello.workers == 1
     assert _value(later.result) != doomed.worker_pid
     assert doomed.master_state == rp.DONE

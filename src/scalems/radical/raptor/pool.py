@@ -39,6 +39,8 @@ CALLS_PER_WORKER = 2
 
 #: Seconds after which a handed-out call that no worker marked, while some worker was free to
 #: take it from the queue, counts as lost (it went to a worker that died before marking it).
+#: Seconds a crashed worker's exit code is awaited for the message of the call it ran.
+EXIT_CODE_WAIT = 3.0
 LOST_AFTER = 5.0
 
 #: Environment variable that tells a worker where to mark the calls it holds and runs.
@@ -253,6 +255,12 @@ class WorkerPool:
             retired = self._retiring.pop(uid, None) is not None
         crashed, held = self._calls_of(uid)
         code = self.exit_codes.get(uid)
+        if crashed and code is None and not (retired or self.stopping):
+            # RP may mark the worker done before the state update that carries its exit code.
+            deadline = time.monotonic() + EXIT_CODE_WAIT
+            while code is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                code = self.exit_codes.get(uid)
         status = f" (exit status {code})" if code is not None else ""
         sandbox = os.environ.get("RP_TASK_SANDBOX", os.getcwd())
         expected = retired or self.stopping
