@@ -57,3 +57,19 @@ def mismatched_venv(root: pathlib.Path) -> pathlib.Path:
     done = pip_install_offline(python, standin_wheel(root))
     assert done.returncode == 0, done.stdout + done.stderr
     return venv
+
+
+def touching_workflow(work: pathlib.Path, ran: pathlib.Path) -> pathlib.Path:
+    """A workflow script in *work* whose one task creates *ran*: if *ran* exists, a task ran."""
+    from cli import write_script
+
+    return write_script(
+        work,
+        "flow.py",
+        f"""
+        import scalems
+        @scalems.app
+        def main():
+            scalems.executable(["touch", "{ran}"], label="touch")
+        """,
+    )

@@ -15,10 +15,10 @@ import pytest
 pytest.importorskip("radical.pilot")
 
 import scalems.radical  # noqa: E402
-from cli import run_module, write_script  # noqa: E402
+from cli import run_module  # noqa: E402
 from scalems.exceptions import ConfigurationError  # noqa: E402
 from scalems.radical import task_environment  # noqa: E402
-from task_env_helpers import make_venv, mismatched_venv, pip_install_offline  # noqa: E402
+from task_env_helpers import make_venv, mismatched_venv, pip_install_offline, touching_workflow  # noqa: E402
 
 SCALEMS_VERSION = importlib.metadata.version("scalems")
 
@@ -95,16 +95,7 @@ def test_mismatched_venv_fails_before_any_task(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     ran = tmp_path / "ran"
-    script = write_script(
-        work,
-        "flow.py",
-        f"""
-        import scalems
-        @scalems.app
-        def main():
-            scalems.executable(["touch", "{ran}"], label="touch")
-        """,
-    )
+    script = touching_workflow(work, ran)
     done = run_module(
         "scalems.radical", "--resource", "local.localhost", "--venv", venv, "--pilot-option", "cores=2",
         "--pilot-option", "runtime=10", script, cwd=work, timeout=600,

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("radical.pilot")
 
 from cli import run_module, write_script  # noqa: E402
-from task_env_helpers import mismatched_venv  # noqa: E402
+from task_env_helpers import mismatched_venv, touching_workflow  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.radical, pytest.mark.slow]
 
@@ -78,16 +78,7 @@ def test_mismatched_venv_fails_before_any_task(slurm_run, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     ran = tmp_path / "ran"
-    script = write_script(
-        work,
-        "flow.py",
-        f"""
-        import scalems
-        @scalems.app
-        def main():
-            scalems.executable(["touch", "{ran}"], label="touch")
-        """,
-    )
+    script = touching_workflow(work, ran)
     done = run_module(
         "scalems.radical", "--resource", "local.slurm", "--venv", venv, "--pilot-option", "runtime=10",
         script, cwd=work, timeout=600, env=slurm.env,
@@ -104,16 +95,7 @@ def test_failed_creation_names_the_environment_and_pips_complaint(slurm_run, tmp
     work = tmp_path / "work"
     work.mkdir()
     ran = tmp_path / "ran"
-    script = write_script(
-        work,
-        "flow.py",
-        f"""
-        import scalems
-        @scalems.app
-        def main():
-            scalems.executable(["touch", "{ran}"], label="touch")
-        """,
-    )
+    script = touching_workflow(work, ran)
     missing = "scalems-test-no-such-distribution"
     done = run_module(
         "scalems.radical", *RP_OPTIONS, "--task-pip", missing, script, cwd=work, timeout=900, env=slurm.env
